@@ -1,0 +1,119 @@
+//! # Connector contracts
+//!
+//! A pipeline reads from a [`Source`] and writes to a [`Sink`]. The engine is the only caller; connectors
+//! never call each other. Both traits are object-safe so the engine can hold the built-in kinds behind one
+//! enum or a `Box<dyn ...>`.
+//!
+//! ## Delivery
+//! Sources deliver at least once: after a restart from a checkpoint, events after that checkpoint may be
+//! delivered again. Sinks make that harmless by writing idempotently (upsert and delete by primary key), so a
+//! replay ends in exactly the source's final state.
+
+use crate::error::Result;
+use crate::event::{ChangeEvent, Position, Row};
+use crate::schema::{TableRef, TableSchema};
+use async_trait::async_trait;
+use futures_core::Stream;
+use std::pin::Pin;
+
+/// A stream of change events from a source.
+pub type ChangeStream = Pin<Box<dyn Stream<Item = Result<ChangeEvent>> + Send>>;
+
+/// One finding of a live check.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CheckItem {
+    /// What was checked, e.g. `binlog_format`.
+    pub name: String,
+    /// True when it is fine.
+    pub ok: bool,
+    /// What was found, and the fix when it is not fine.
+    pub detail: String,
+}
+
+/// The result of [`Source::check`] / [`Sink::check`]: every finding, so a user fixes all at once.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct CheckReport {
+    /// Server version as it reports itself.
+    pub server_version: Option<String>,
+    /// The findings.
+    pub items: Vec<CheckItem>,
+}
+
+impl CheckReport {
+    /// True when every finding is fine.
+    pub fn ok(&self) -> bool {
+        self.items.iter().all(|i| i.ok)
+    }
+
+    /// The findings that are not fine, as one sentence each.
+    pub fn problems(&self) -> Vec<String> {
+        self.items.iter().filter(|i| !i.ok).map(|i| i.detail.clone()).collect()
+    }
+}
+
+/// A consistent snapshot of the source, matched to a stream position.
+#[async_trait]
+pub trait SnapshotReader: Send {
+    /// The stream position at which the snapshot was taken: streaming from here after the snapshot loses
+    /// nothing.
+    fn position(&self) -> &Position;
+
+    /// Reads up to `limit` rows of `table` whose primary key is greater than `after_key` (all rows from
+    /// the start when `None`), in primary-key order. An empty result means the table is done.
+    async fn read_chunk(&mut self, table: &TableSchema, after_key: Option<&Row>, limit: usize) -> Result<Vec<Row>>;
+
+    /// Ends the snapshot and releases its transaction.
+    async fn finish(self: Box<Self>) -> Result<()>;
+}
+
+/// A change-data-capture source.
+#[async_trait]
+pub trait Source: Send + Sync {
+    /// Tests a live connection and reports everything that is wrong in words a DBA understands. An `Err`
+    /// means the check itself could not run (the server is unreachable or the credentials are wrong).
+    async fn check(&self) -> Result<CheckReport>;
+
+    /// Lists the tables the connection can see.
+    async fn list_tables(&self) -> Result<Vec<TableRef>>;
+
+    /// Describes one table. Errors with [`crate::ErrorKind::NotFound`] when it does not exist.
+    async fn describe(&self, table: &TableRef) -> Result<TableSchema>;
+
+    /// The current end of the source's change log: streaming from here gives every change committed later.
+    async fn current_position(&self) -> Result<Position>;
+
+    /// Opens a consistent snapshot. Each call opens a new one with its own position.
+    async fn snapshot(&self) -> Result<Box<dyn SnapshotReader>>;
+
+    /// Streams the changes of `tables` committed after `from`, in commit order. Each source transaction ends
+    /// with an [`crate::Op::Commit`] event whose position is a safe place to resume from; positions of other
+    /// events are informational. Row events carry the table's current [`TableSchema`]; a schema change shows
+    /// as an [`crate::Op::Ddl`] event with the new schema before the first row that follows it. The stream
+    /// ends only with an error (connection lost: [`crate::ErrorKind::Unreachable`]).
+    async fn stream(&self, from: &Position, tables: &[TableRef]) -> Result<ChangeStream>;
+}
+
+/// A target that applies change events.
+#[async_trait]
+pub trait Sink: Send {
+    /// Tests a live connection for what a sink needs.
+    async fn check(&self) -> Result<CheckReport>;
+
+    /// Makes `target` ready to receive rows of `source`: creates it when it is missing and `auto_create` is
+    /// set, or verifies that the existing table fits (same primary key, every source column present with a
+    /// type that holds its values). Errors with [`crate::ErrorKind::Incompatible`] naming the mismatch, and
+    /// creates nothing in that case.
+    async fn prepare(&mut self, source: &TableSchema, target: &TableRef, auto_create: bool) -> Result<()>;
+
+    /// Applies a batch of row events (insert, update, delete, snapshot-read) in one target transaction and
+    /// returns only after it is committed. Events are in source order; the sink may merge events of the same
+    /// key but must end in the state the last one describes. Replaying any suffix of what was written gives
+    /// the same final state.
+    async fn write(&mut self, events: &[ChangeEvent]) -> Result<()>;
+
+    /// Applies a source schema change (`old` to `new`) to the target table: adds and drops columns.
+    async fn alter(&mut self, old: &TableSchema, new: &TableSchema, target: &TableRef) -> Result<()>;
+
+    /// Counts the rows of a target table (for stats and verification).
+    async fn count(&self, target: &TableRef) -> Result<u64>;
+}

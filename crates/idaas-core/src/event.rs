@@ -1,0 +1,136 @@
+//! # Change events
+//!
+//! The one event format every source emits and every sink consumes ("Open CDC", `docs/open-cdc.md`).
+//! Rows are carried as value vectors in the column order of the event's [`TableSchema`] version; the JSON
+//! form names the columns.
+
+use crate::schema::{TableRef, TableSchema};
+use crate::value::Value;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// One row: values in the column order of its table schema.
+pub type Row = Vec<Value>;
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Op {
+    /// A row was inserted.
+    Insert,
+    /// A row was updated.
+    Update,
+    /// A row was deleted.
+    Delete,
+    /// A row read by the initial load.
+    SnapshotRead,
+    /// A schema change.
+    Ddl,
+    /// Nothing changed; the source's position and clock moved.
+    Heartbeat,
+    /// A source transaction began.
+    Begin,
+    /// A source transaction committed.
+    Commit,
+}
+
+/// A source's position, opaque to everyone but the source that wrote it.
+///
+/// MySQL writes `{"file": "...", "pos": N, "gtid": "0-1-42"}`; the engine stores it without looking inside.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(transparent)]
+pub struct Position(pub serde_json::Value);
+
+impl Position {
+    /// True when no position is set.
+    pub fn is_none(&self) -> bool {
+        self.0.is_null()
+    }
+}
+
+/// Where an event came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceInfo {
+    /// Connection alias.
+    pub connection: String,
+    /// The table (database/schema and name).
+    pub table: Option<TableRef>,
+    /// Position of the event; for a [`Op::Commit`] the position to resume after it.
+    pub position: Position,
+    /// Source commit time, milliseconds since the Unix epoch.
+    pub commit_ts_ms: Option<i64>,
+    /// Source transaction id (a GTID for MariaDB).
+    pub txid: Option<String>,
+}
+
+/// One change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangeEvent {
+    /// What happened.
+    pub op: Op,
+    /// Where it came from.
+    pub source: SourceInfo,
+    /// The row before the change (updates and deletes).
+    pub before: Option<Row>,
+    /// The row after the change (inserts, updates, snapshot reads).
+    pub after: Option<Row>,
+    /// The table's schema version the rows follow (absent for transaction markers and heartbeats).
+    pub schema: Option<Arc<TableSchema>>,
+    /// For [`Op::Ddl`]: the statement as the source logged it.
+    pub ddl: Option<String>,
+}
+
+impl ChangeEvent {
+    /// The primary-key values of the row this event touches (after image for inserts and updates,
+    /// before image for deletes).
+    pub fn key(&self) -> Option<Row> {
+        let schema = self.schema.as_ref()?;
+        let row = match self.op {
+            Op::Delete => self.before.as_ref()?,
+            _ => self.after.as_ref()?,
+        };
+        Some(schema.key_indexes().into_iter().map(|i| row[i].clone()).collect())
+    }
+
+    /// The JSON form documented in `docs/open-cdc.md`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let row_json = |row: &Option<Row>| -> serde_json::Value {
+            match (row, &self.schema) {
+                (Some(r), Some(s)) => serde_json::Value::Object(
+                    s.columns
+                        .iter()
+                        .zip(r)
+                        .map(|(c, v)| (c.name.clone(), serde_json::to_value(v).unwrap_or_default()))
+                        .collect(),
+                ),
+                _ => serde_json::Value::Null,
+            }
+        };
+        let key = match (self.key(), &self.schema) {
+            (Some(k), Some(s)) => serde_json::Value::Object(
+                s.primary_key
+                    .iter()
+                    .zip(k)
+                    .map(|(n, v)| (n.clone(), serde_json::to_value(v).unwrap_or_default()))
+                    .collect(),
+            ),
+            _ => serde_json::Value::Null,
+        };
+        serde_json::json!({
+            "op": self.op,
+            "source": {
+                "connection": self.source.connection,
+                "database": self.source.table.as_ref().map(|t| t.namespace.clone()),
+                "table": self.source.table.as_ref().map(|t| t.name.clone()),
+                "position": self.source.position,
+                "commit_ts_ms": self.source.commit_ts_ms,
+                "txid": self.source.txid,
+            },
+            "key": key,
+            "before": row_json(&self.before),
+            "after": row_json(&self.after),
+            "schema_version": self.schema.as_ref().map(|s| s.version),
+            "ddl": self.ddl,
+        })
+    }
+}

@@ -1,0 +1,383 @@
+//! # Pipeline runtime
+//!
+//! One task per running pipeline: prepare the target, copy the table in key-ordered chunks from a consistent
+//! snapshot, then stream changes from the snapshot's position.
+//!
+//! ## Checkpoints
+//! A [`Checkpoint`] is saved only after the sink committed everything before it:
+//! - before the first snapshot row is written, the position of the first snapshot is saved as the stream
+//!   start. A later snapshot (after a crash) resumes after the last copied key; the stream still starts at
+//!   the first snapshot's position, so every change made while copying is replayed (idempotently);
+//! - after each snapshot chunk: the last key copied;
+//! - after each CDC batch: the position after the last source commit in the batch.
+//!
+//! ## Batching
+//! The CDC loop waits for one event, then takes whatever else is already available (up to
+//! [`MAX_BATCH_EVENTS`]) and writes it in one target transaction: an idle stream never waits, a backlog is
+//! drained in large transactions.
+//!
+//! ## Errors
+//! Transient errors ([`RetryPolicy::Retry`]) restart the run from the last checkpoint with a growing back-off;
+//! definite ones stop the pipeline with the error in its stats.
+
+use crate::api::{DdlPolicy, PipelineSpec, SyncMode, TableProgress};
+use crate::stats::{Stats, now_rfc3339};
+use futures::{FutureExt, StreamExt};
+use idaas_core::{
+    ChangeEvent, Error, ErrorKind, Op, Position, Result, RetryPolicy, Row, Sink, SourceInfo, TableRef, TableSchema,
+};
+use idaas_store::Store;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tracing::{Instrument, info, warn};
+
+/// Most events in one CDC batch.
+pub const MAX_BATCH_EVENTS: usize = 20_000;
+/// Rows per snapshot chunk.
+pub const SNAPSHOT_CHUNK_ROWS: usize = 5_000;
+
+/// What a pipeline saved last.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Checkpoint {
+    /// Where the stream starts (or resumes).
+    pub stream_position: Option<Position>,
+    /// True when the initial load is finished.
+    pub snapshot_done: bool,
+    /// The last primary key copied by the initial load.
+    pub snapshot_last_key: Option<Row>,
+    /// Rows copied by the initial load.
+    pub snapshot_rows: u64,
+    /// The source schema the target follows (for schema changes across restarts).
+    pub source_schema: Option<TableSchema>,
+}
+
+/// Everything a run needs.
+pub struct Context {
+    /// Pipeline spec.
+    pub spec: PipelineSpec,
+    /// Resolved source table.
+    pub source_table: TableRef,
+    /// Resolved target table.
+    pub target_table: TableRef,
+    /// Builds the source.
+    pub source: Arc<dyn idaas_core::Source>,
+    /// Builds a fresh sink for every run.
+    pub make_sink: Arc<dyn Fn() -> Box<dyn Sink> + Send + Sync>,
+    /// Metadata store.
+    pub store: Arc<Store>,
+    /// Live figures.
+    pub stats: Arc<Stats>,
+}
+
+/// How a run ended without error.
+enum Outcome {
+    Stopped,
+    Completed,
+}
+
+fn store_err(e: idaas_store::StoreError) -> Error {
+    Error::with_cause(ErrorKind::Internal, "metadata store failure", e)
+}
+
+impl Context {
+    fn save(&self, cp: &Checkpoint) -> Result<()> {
+        let json = serde_json::to_value(cp).map_err(|e| Error::with_cause(ErrorKind::Internal, "checkpoint", e))?;
+        self.store.save_checkpoint(&self.spec.alias, &json, &now_rfc3339()).map_err(store_err)?;
+        if let Some(p) = &cp.stream_position {
+            self.stats.set_checkpoint(p.0.clone());
+        }
+        Ok(())
+    }
+
+    fn load(&self) -> Result<Checkpoint> {
+        match self.store.load_checkpoint(&self.spec.alias).map_err(store_err)? {
+            None => Ok(Checkpoint::default()),
+            Some(v) => serde_json::from_value(v)
+                .map_err(|e| Error::with_cause(ErrorKind::Internal, "stored checkpoint is malformed", e)),
+        }
+    }
+}
+
+/// Runs a pipeline until it is stopped, completes, or fails definitely. Returns the final status.
+pub async fn run(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) -> (String, Option<String>) {
+    let span = tracing::info_span!("pipeline", pipeline = %ctx.spec.alias);
+    async move {
+        let mut backoff: Option<Duration> = None;
+        loop {
+            if *stop.borrow() {
+                return ("stopped".to_string(), None);
+            }
+            ctx.stats.set_status("running");
+            match run_once(&ctx, &mut stop).await {
+                Ok(Outcome::Stopped) => return ("stopped".to_string(), None),
+                Ok(Outcome::Completed) => {
+                    info!("initial load complete");
+                    return ("completed".to_string(), None);
+                }
+                Err(e) => match e.kind.retry_policy() {
+                    RetryPolicy::Retry { initial, max } => {
+                        let wait = backoff.map(|b| (b * 2).min(max)).unwrap_or(initial);
+                        backoff = Some(wait);
+                        warn!(error = %e.report(), wait_ms = wait.as_millis() as u64, "transient failure, retrying");
+                        ctx.stats.set_status("retrying");
+                        ctx.stats.set_error(Some(e.message.clone()));
+                        tokio::select! {
+                            _ = tokio::time::sleep(wait) => {}
+                            _ = stop.changed() => {}
+                        }
+                    }
+                    RetryPolicy::Stop => {
+                        warn!(error = %e.report(), "pipeline failed");
+                        return ("failed".to_string(), Some(e.message));
+                    }
+                },
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+async fn run_once(ctx: &Arc<Context>, stop: &mut watch::Receiver<bool>) -> Result<Outcome> {
+    let mut cp = ctx.load()?;
+    let source_schema = ctx.source.describe(&ctx.source_table).await?;
+    let mut sink = (ctx.make_sink)();
+    // The schema the target was built for: the checkpoint's, or the source's current one on first start.
+    let mut schema = Arc::new(cp.source_schema.clone().unwrap_or_else(|| source_schema.clone()));
+    sink.prepare(&schema, &ctx.target_table, ctx.spec.auto_create).await?;
+    if cp.source_schema.is_none() {
+        cp.source_schema = Some((*schema).clone());
+    }
+    if ctx.spec.mode != SyncMode::Cdc && !cp.snapshot_done {
+        // A snapshot reads the table as it is now: bring the target to the current shape first.
+        if source_schema.columns != schema.columns {
+            sink.alter(&schema, &source_schema, &ctx.target_table).await?;
+            schema = Arc::new(source_schema.clone());
+            cp.source_schema = Some(source_schema.clone());
+        }
+        if let Some(o) = snapshot(ctx, &mut cp, sink.as_mut(), schema.clone(), stop).await? {
+            return Ok(o);
+        }
+        if ctx.spec.mode == SyncMode::Initial {
+            return Ok(Outcome::Completed);
+        }
+    }
+    if cp.stream_position.is_none() {
+        cp.stream_position = Some(ctx.source.current_position().await?);
+        cp.snapshot_done = true;
+        ctx.save(&cp)?;
+    }
+    ctx.stats.set_error(None);
+    stream(ctx, &mut cp, sink.as_mut(), schema, stop).await
+}
+
+async fn snapshot(
+    ctx: &Arc<Context>,
+    cp: &mut Checkpoint,
+    sink: &mut dyn Sink,
+    schema: Arc<TableSchema>,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<Option<Outcome>> {
+    let reader = ctx.source.snapshot().await?;
+    if cp.stream_position.is_none() {
+        cp.stream_position = Some(reader.position().clone());
+        ctx.save(cp)?;
+    }
+    info!(table = %ctx.source_table, resume_rows = cp.snapshot_rows, "initial load starting");
+    let estimate = cp.snapshot_rows;
+    let progress = |rows: u64, done: bool| TableProgress {
+        table: ctx.source_table.clone(),
+        rows_copied: rows,
+        rows_estimated: estimate.max(rows),
+        done,
+    };
+    ctx.stats.set_progress(progress(cp.snapshot_rows, false));
+    // Read ahead one chunk while the previous one is written.
+    let (tx, mut rx) = mpsc::channel::<Result<Vec<Row>>>(1);
+    let read_schema = schema.clone();
+    let mut after = cp.snapshot_last_key.clone();
+    let mut reader_task = tokio::spawn(async move {
+        let mut reader = reader;
+        loop {
+            let chunk = reader.read_chunk(&read_schema, after.as_ref(), SNAPSHOT_CHUNK_ROWS).await;
+            let done = match &chunk {
+                Ok(rows) => {
+                    if let Some(last) = rows.last() {
+                        after = Some(read_schema.key_indexes().iter().map(|i| last[*i].clone()).collect());
+                    }
+                    rows.is_empty()
+                }
+                Err(_) => true,
+            };
+            if tx.send(chunk).await.is_err() || done {
+                break;
+            }
+        }
+        let _ = reader.finish().await;
+    });
+    let keyidx = schema.key_indexes();
+    loop {
+        let chunk = tokio::select! {
+            c = rx.recv() => c,
+            _ = stop.changed() => {
+                reader_task.abort();
+                return Ok(Some(Outcome::Stopped));
+            }
+        };
+        let rows = match chunk {
+            None => return Err(Error::internal("snapshot reader ended early")),
+            Some(r) => r?,
+        };
+        if rows.is_empty() {
+            break;
+        }
+        let n = rows.len() as u64;
+        ctx.stats.input(n, true);
+        let last_key: Row = keyidx.iter().map(|i| rows[rows.len() - 1][*i].clone()).collect();
+        let events: Vec<ChangeEvent> = rows
+            .into_iter()
+            .map(|r| ChangeEvent {
+                op: Op::SnapshotRead,
+                source: SourceInfo {
+                    connection: ctx.spec.source.connection.clone(),
+                    table: Some(ctx.source_table.clone()),
+                    position: Position::default(),
+                    commit_ts_ms: None,
+                    txid: None,
+                },
+                before: None,
+                after: Some(r),
+                schema: Some(schema.clone()),
+                ddl: None,
+            })
+            .collect();
+        sink.write(&events).await?;
+        cp.snapshot_rows += n;
+        cp.snapshot_last_key = Some(last_key);
+        ctx.save(cp)?;
+        ctx.stats.output(n, None);
+        ctx.stats.set_progress(progress(cp.snapshot_rows, false));
+    }
+    let _ = (&mut reader_task).await;
+    cp.snapshot_done = true;
+    cp.snapshot_last_key = None;
+    ctx.save(cp)?;
+    ctx.stats.set_progress(progress(cp.snapshot_rows, true));
+    info!(table = %ctx.source_table, rows = cp.snapshot_rows, "initial load done");
+    Ok(None)
+}
+
+async fn stream(
+    ctx: &Arc<Context>,
+    cp: &mut Checkpoint,
+    sink: &mut dyn Sink,
+    mut schema: Arc<TableSchema>,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<Outcome> {
+    let from = cp.stream_position.clone().unwrap_or_default();
+    let mut changes = ctx.source.stream(&from, std::slice::from_ref(&ctx.source_table)).await?;
+    info!(position = %from.0, "streaming changes");
+    loop {
+        let first = tokio::select! {
+            e = changes.next() => e,
+            _ = stop.changed() => return Ok(Outcome::Stopped),
+        };
+        let Some(first) = first else {
+            return Err(Error::new(ErrorKind::Unreachable, "the change stream ended"));
+        };
+        let mut pending = vec![first?];
+        while pending.len() < MAX_BATCH_EVENTS {
+            match changes.next().now_or_never() {
+                Some(Some(ev)) => {
+                    let ev = ev?;
+                    let is_ddl = ev.op == Op::Ddl;
+                    pending.push(ev);
+                    if is_ddl {
+                        break;
+                    }
+                }
+                Some(None) => break,
+                None => break,
+            }
+        }
+        let mut rows: Vec<ChangeEvent> = Vec::new();
+        let mut commit_pos: Option<Position> = None;
+        let mut last_commit_ts: Option<i64> = None;
+        let mut heartbeat = false;
+        let mut ddl: Option<ChangeEvent> = None;
+        for ev in pending {
+            match ev.op {
+                Op::Insert | Op::Update | Op::Delete => rows.push(ev),
+                Op::Commit => {
+                    commit_pos = Some(ev.source.position.clone());
+                    if ev.source.commit_ts_ms.is_some() {
+                        last_commit_ts = ev.source.commit_ts_ms;
+                    }
+                }
+                Op::Heartbeat => {
+                    commit_pos = Some(ev.source.position.clone());
+                    heartbeat = true;
+                }
+                Op::Ddl => ddl = Some(ev),
+                _ => {}
+            }
+        }
+        if !rows.is_empty() {
+            ctx.stats.input(rows.len() as u64, false);
+            sink.write(&rows).await?;
+            let ts = last_commit_ts.or_else(|| rows.last().and_then(|r| r.source.commit_ts_ms));
+            ctx.stats.output(rows.len() as u64, ts);
+        } else if heartbeat {
+            ctx.stats.caught_up();
+        }
+        if let Some(ev) = ddl {
+            schema = apply_ddl(ctx, cp, sink, schema, ev).await?;
+        }
+        if let Some(p) = commit_pos {
+            cp.stream_position = Some(p);
+            ctx.save(cp)?;
+        }
+    }
+}
+
+async fn apply_ddl(
+    ctx: &Arc<Context>,
+    cp: &mut Checkpoint,
+    sink: &mut dyn Sink,
+    old: Arc<TableSchema>,
+    ev: ChangeEvent,
+) -> Result<Arc<TableSchema>> {
+    let Some(new) = ev.schema.clone() else { return Ok(old) };
+    let statement = ev.ddl.clone().unwrap_or_default();
+    if new.columns == old.columns && new.primary_key == old.primary_key {
+        return Ok(new);
+    }
+    match ctx.spec.ddl_policy {
+        DdlPolicy::Apply => {
+            info!(table = %ctx.source_table, "applying source schema change to the target");
+            sink.alter(&old, &new, &ctx.target_table).await?;
+        }
+        DdlPolicy::Ignore => {
+            info!(table = %ctx.source_table, "source schema change ignored by policy");
+        }
+        DdlPolicy::Stop => {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "source table {} changed its schema ({}); the pipeline's ddl_policy is 'stop'. Apply the \
+                     change to target {} yourself and recreate the pipeline, or recreate it with ddl_policy \
+                     'apply' or 'ignore'",
+                    ctx.source_table,
+                    statement.chars().take(200).collect::<String>(),
+                    ctx.target_table
+                ),
+            ));
+        }
+    }
+    if ctx.spec.ddl_policy == DdlPolicy::Apply {
+        cp.source_schema = Some((*new).clone());
+    }
+    Ok(new)
+}

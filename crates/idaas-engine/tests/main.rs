@@ -1,0 +1,5 @@
+//! Engine scenarios against private MariaDB servers.
+
+mod common;
+mod ddl;
+mod scenario;

@@ -1,0 +1,343 @@
+//! A CRM `Customer` table with a column of every common MySQL type, and deterministic generators of rows and
+//! of mixed change transactions, as SQL text. Used by tests, benchmarks and the Scenario A demo.
+
+/// `CREATE TABLE Customer` with every type the MySQL connector must carry.
+pub fn customer_ddl(table: &str) -> String {
+    format!(
+        "CREATE TABLE `{table}` (
+  id BIGINT NOT NULL PRIMARY KEY,
+  name VARCHAR(100) CHARACTER SET utf8mb4 NOT NULL,
+  gender CHAR(1) CHARACTER SET utf8mb4,
+  zipcode VARCHAR(10),
+  t_tiny TINYINT, t_tiny_u TINYINT UNSIGNED,
+  t_small SMALLINT, t_small_u SMALLINT UNSIGNED,
+  t_medium MEDIUMINT, t_medium_u MEDIUMINT UNSIGNED,
+  t_int INT, t_int_u INT UNSIGNED,
+  t_big BIGINT, t_big_u BIGINT UNSIGNED,
+  t_dec DECIMAL(20,6), t_dec_wide DECIMAL(65,30), t_dec_u DECIMAL(10,2) UNSIGNED,
+  t_float FLOAT, t_double DOUBLE,
+  t_char CHAR(10), t_text TEXT, t_medtext MEDIUMTEXT,
+  t_latin VARCHAR(50) CHARACTER SET latin1, t_latin_text TEXT CHARACTER SET latin1,
+  t_binary BINARY(8), t_varbinary VARBINARY(32), t_blob BLOB,
+  t_date DATE, t_time TIME, t_time3 TIME(3),
+  t_datetime DATETIME, t_datetime6 DATETIME(6),
+  t_timestamp TIMESTAMP NULL DEFAULT NULL, t_timestamp3 TIMESTAMP(3) NULL DEFAULT NULL,
+  t_year YEAR,
+  t_enum ENUM('gold','silver','bronze','it''s'), t_set SET('a','b','c','d'),
+  t_bit BIT(12), t_bit64 BIT(64),
+  t_json JSON,
+  t_zero_date DATE, t_zero_datetime DATETIME
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+    )
+}
+
+/// A small deterministic generator (xorshift64*), so every run writes the same data for a seed.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator for `seed`.
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    /// The next number.
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A number below `n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+
+    /// True with probability `p` percent.
+    pub fn chance(&mut self, p: u64) -> bool {
+        self.below(100) < p
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    if bytes.is_empty() {
+        return "''".into();
+    }
+    let mut s = String::from("0x");
+    for b in bytes {
+        s.push_str(&format!("{b:02X}"));
+    }
+    s
+}
+
+fn lit(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+const NAMES: &[&str] = &[
+    "Ada",
+    "Grace",
+    "Linus",
+    "Zoë",
+    "Ægir",
+    "李小龙",
+    "Дмитрий",
+    "O'Brien",
+    "José",
+    "Back\\slash",
+    "😀 emoji",
+    "tab\there",
+    "Søren",
+    "محمد",
+    "Ünal",
+];
+const LATIN: &[&str] = &["café", "naïve", "€uro", "Größe", "façade", "plain", "¿qué?", "æøå", "Œuvre ‰"];
+
+/// The SQL values of one row (in the column order of [`customer_ddl`]), for `id`.
+pub fn customer_values(id: i64, rng: &mut Rng) -> String {
+    let name = format!("{} {}", NAMES[rng.below(NAMES.len() as u64) as usize], id);
+    let extremes_i = [i64::MIN, i64::MAX, 0, -1];
+    let big = if rng.chance(10) {
+        extremes_i[rng.below(4) as usize]
+    } else {
+        rng.next_u64() as i64 >> rng.below(40)
+    };
+    let big_u = if rng.chance(10) { u64::MAX } else { rng.next_u64() >> rng.below(40) };
+    let dec = format!(
+        "{}{}.{:06}",
+        if rng.chance(30) { "-" } else { "" },
+        rng.below(99_999_999_999_999),
+        rng.below(1_000_000)
+    );
+    let dec_wide = format!(
+        "{}{}.{:015}{:015}",
+        if rng.chance(50) { "-" } else { "" },
+        rng.below(u64::MAX / 2),
+        rng.below(999_999_999_999_999),
+        rng.below(999_999_999_999_999)
+    );
+    let floats = ["1.2345678", "-3.4028234e38", "1.17549435e-38", "0", "0.1", "16777217", "-2.5"];
+    let doubles = [
+        "1.2345678901234567",
+        "-1.7976931348623157e308",
+        "2.2250738585072014e-308",
+        "0.1",
+        "-0",
+        "3.141592653589793",
+    ];
+    let float = if rng.chance(30) {
+        floats[rng.below(floats.len() as u64) as usize].to_string()
+    } else {
+        format!("{}", (rng.next_u64() % 1_000_000) as f32 / 7.0)
+    };
+    let double = if rng.chance(30) {
+        doubles[rng.below(doubles.len() as u64) as usize].to_string()
+    } else {
+        format!("{:e}", (rng.next_u64() as f64) / 3.0)
+    };
+    let bin: Vec<u8> = (0..rng.below(9)).map(|_| rng.next_u64() as u8).collect();
+    let varbin: Vec<u8> = (0..rng.below(33)).map(|_| rng.next_u64() as u8).collect();
+    let blob: Vec<u8> = (0..rng.below(300)).map(|_| rng.next_u64() as u8).collect();
+    let text: String = (0..rng.below(40))
+        .map(|i| NAMES[(i + id as u64) as usize % NAMES.len()])
+        .collect::<Vec<_>>()
+        .join(" ");
+    let medtext = "lorem ipsum ".repeat(rng.below(200) as usize);
+    let latin = LATIN[rng.below(LATIN.len() as u64) as usize];
+    let y = 1000 + rng.below(9000);
+    let date = format!("{y:04}-{:02}-{:02}", 1 + rng.below(12), 1 + rng.below(28));
+    let neg = if rng.chance(20) { "-" } else { "" };
+    let time = format!("{neg}{}:{:02}:{:02}", rng.below(839), rng.below(60), rng.below(60));
+    let time3 =
+        format!("{neg}{}:{:02}:{:02}.{:03}", rng.below(839), rng.below(60), rng.below(60), rng.below(1000));
+    let dt = format!("{} {:02}:{:02}:{:02}", date, rng.below(24), rng.below(60), rng.below(60));
+    let dt6 = format!("{}.{:06}", dt, rng.below(1_000_000));
+    let ts_secs = 1 + rng.below(2_147_483_646);
+    let ts = format!("FROM_UNIXTIME({ts_secs})");
+    let ts3 = format!("FROM_UNIXTIME({ts_secs}.{:03})", rng.below(1000));
+    let year = if rng.chance(5) { 0 } else { 1901 + rng.below(255) };
+    let enums = ["gold", "silver", "bronze", "it's"];
+    let e = enums[rng.below(4) as usize];
+    let set: Vec<&str> = ["a", "b", "c", "d"].into_iter().filter(|_| rng.chance(50)).collect();
+    let bit = rng.below(4096);
+    let bit64 = if rng.chance(10) { u64::MAX } else { rng.next_u64() };
+    let json = format!(
+        "{{\"id\": {id}, \"tags\": [\"x\", \"ü\", {}], \"nested\": {{\"ok\": {}, \"n\": null, \"f\": 1.5}}}}",
+        rng.below(100),
+        rng.chance(50)
+    );
+    let zero_date = if rng.chance(30) { "'0000-00-00'".to_string() } else { lit(&date) };
+    let zero_dt = if rng.chance(30) { "'0000-00-00 00:00:00'".to_string() } else { lit(&dt) };
+    let gender = if rng.chance(50) { "M" } else { "F" };
+    let vals = [
+        id.to_string(),
+        lit(&name),
+        lit(gender),
+        lit(&format!("{:05}", rng.below(100_000))),
+        (rng.below(256) as i64 - 128).to_string(),
+        rng.below(256).to_string(),
+        (rng.below(65_536) as i64 - 32_768).to_string(),
+        rng.below(65_536).to_string(),
+        (rng.below(16_777_216) as i64 - 8_388_608).to_string(),
+        rng.below(16_777_216).to_string(),
+        (rng.below(4_294_967_296) as i64 - 2_147_483_648).to_string(),
+        rng.below(4_294_967_296).to_string(),
+        big.to_string(),
+        big_u.to_string(),
+        dec,
+        dec_wide,
+        format!("{}.{:02}", rng.below(99_999_999), rng.below(100)),
+        float,
+        double,
+        lit(&name.chars().take(10).collect::<String>()),
+        lit(&text),
+        lit(&medtext),
+        lit(latin),
+        lit(&latin.repeat(3)),
+        hex(&bin),
+        hex(&varbin),
+        hex(&blob),
+        lit(&date),
+        lit(&time),
+        lit(&time3),
+        lit(&dt),
+        lit(&dt6),
+        ts,
+        ts3,
+        year.to_string(),
+        lit(e),
+        lit(&set.join(",")),
+        bit.to_string(),
+        bit64.to_string(),
+        lit(&json),
+        zero_date,
+        zero_dt,
+    ];
+    let vals: Vec<String> = vals
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| if i >= 3 && rng.chance(8) { "NULL".to_string() } else { v })
+        .collect();
+    format!("({})", vals.join(", "))
+}
+
+/// Multi-row `INSERT` statements for ids `first..first + count`, `per_statement` rows each.
+pub fn customer_inserts(table: &str, first: i64, count: i64, per_statement: usize, seed: u64) -> Vec<String> {
+    let mut rng = Rng::new(seed ^ first as u64);
+    let mut out = Vec::new();
+    let mut batch = Vec::new();
+    for id in first..first + count {
+        batch.push(customer_values(id, &mut rng));
+        if batch.len() >= per_statement {
+            out.push(format!("INSERT INTO `{table}` VALUES {}", batch.join(",\n")));
+            batch.clear();
+        }
+    }
+    if !batch.is_empty() {
+        out.push(format!("INSERT INTO `{table}` VALUES {}", batch.join(",\n")));
+    }
+    out
+}
+
+/// Transactions of mixed changes: inserts of new ids from `next_id`, updates of several columns (including
+/// to NULL and of the key), deletes, and multi-row statements; 1 to 8 statements per transaction.
+/// Returns the transactions (each a list of statements) and the next free id.
+pub fn customer_changes(
+    table: &str,
+    max_id: i64,
+    mut next_id: i64,
+    ops: usize,
+    seed: u64,
+) -> (Vec<Vec<String>>, i64) {
+    let mut rng = Rng::new(seed);
+    let mut txns = Vec::new();
+    let mut done = 0;
+    while done < ops {
+        let n = 1 + rng.below(8) as usize;
+        let mut stmts = Vec::new();
+        for _ in 0..n {
+            let pick = rng.below(100);
+            let id = 1 + rng.below(next_id as u64 - 1) as i64;
+            let stmt = match pick {
+                0..=29 => {
+                    let rows = 1 + rng.below(3) as i64;
+                    let values: Vec<String> =
+                        (0..rows).map(|i| customer_values(next_id + i, &mut rng)).collect();
+                    next_id += rows;
+                    format!("INSERT INTO `{table}` VALUES {}", values.join(", "))
+                }
+                30..=64 => {
+                    let fresh = customer_values(id, &mut rng);
+                    let _ = fresh;
+                    format!(
+                        "UPDATE `{table}` SET name = CONCAT('upd ', id, ' ', {}), t_int = {}, t_dec = {}, \
+                         t_json = JSON_OBJECT('v', {}), t_datetime6 = NOW(6), t_blob = {}, t_latin = 'été €' \
+                         WHERE id = {id}",
+                        rng.below(1000),
+                        rng.below(1_000_000) as i64 - 500_000,
+                        format_args!("{}.{:06}", rng.below(1_000_000), rng.below(1_000_000)),
+                        rng.below(1000),
+                        hex(&(0..rng.below(20)).map(|_| rng.next_u64() as u8).collect::<Vec<_>>())
+                    )
+                }
+                65..=74 => format!(
+                    "UPDATE `{table}` SET t_text = NULL, t_float = NULL, t_set = 'a,d', t_enum = 'silver' \
+                     WHERE id BETWEEN {id} AND {}",
+                    id + rng.below(5) as i64
+                ),
+                75..=79 => {
+                    // Move a row to a new key.
+                    let new_id = next_id;
+                    next_id += 1;
+                    format!("UPDATE `{table}` SET id = {new_id} WHERE id = {id}")
+                }
+                80..=94 => format!("DELETE FROM `{table}` WHERE id = {id}"),
+                _ => format!("DELETE FROM `{table}` WHERE id BETWEEN {id} AND {}", id + rng.below(3) as i64),
+            };
+            stmts.push(stmt);
+            done += 1;
+        }
+        txns.push(stmts);
+    }
+    let _ = max_id;
+    (txns, next_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generators_are_deterministic() {
+        assert_eq!(customer_inserts("c", 1, 10, 4, 7), customer_inserts("c", 1, 10, 4, 7));
+        assert_eq!(customer_inserts("c", 1, 10, 4, 7).len(), 3);
+        let (t1, n1) = customer_changes("c", 10, 11, 50, 3);
+        let (t2, n2) = customer_changes("c", 10, 11, 50, 3);
+        assert_eq!((t1, n1), (t2, n2));
+    }
+
+    #[test]
+    fn a_row_has_a_value_for_every_column() {
+        let mut rng = Rng::new(1);
+        let row = customer_values(1, &mut rng);
+        // Count top-level commas of the VALUES tuple.
+        let mut depth = 0;
+        let mut in_str = false;
+        let mut prev = ' ';
+        let mut n = 1;
+        for c in row[1..row.len() - 1].chars() {
+            match c {
+                '\'' if prev != '\\' => in_str = !in_str,
+                '(' if !in_str => depth += 1,
+                ')' if !in_str => depth -= 1,
+                ',' if !in_str && depth == 0 => n += 1,
+                _ => {}
+            }
+            prev = c;
+        }
+        assert_eq!(n, 42);
+    }
+}
