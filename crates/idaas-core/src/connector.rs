@@ -60,7 +60,12 @@ pub trait SnapshotReader: Send {
 
     /// Reads up to `limit` rows of `table` whose primary key is greater than `after_key` (all rows from
     /// the start when `None`), in primary-key order. An empty result means the table is done.
-    async fn read_chunk(&mut self, table: &TableSchema, after_key: Option<&Row>, limit: usize) -> Result<Vec<Row>>;
+    async fn read_chunk(
+        &mut self,
+        table: &TableSchema,
+        after_key: Option<&Row>,
+        limit: usize,
+    ) -> Result<Vec<Row>>;
 
     /// Ends the snapshot and releases its transaction.
     async fn finish(self: Box<Self>) -> Result<()>;

@@ -55,10 +55,9 @@ impl ErrorKind {
     /// The single place that classifies errors into transient and definite.
     pub fn retry_policy(self) -> RetryPolicy {
         match self {
-            ErrorKind::Unreachable => RetryPolicy::Retry {
-                initial: Duration::from_millis(200),
-                max: Duration::from_secs(30),
-            },
+            ErrorKind::Unreachable => {
+                RetryPolicy::Retry { initial: Duration::from_millis(200), max: Duration::from_secs(30) }
+            }
             _ => RetryPolicy::Stop,
         }
     }
@@ -136,14 +135,17 @@ mod tests {
     #[test]
     fn only_unreachable_is_retried() {
         assert!(matches!(ErrorKind::Unreachable.retry_policy(), RetryPolicy::Retry { .. }));
-        for k in [ErrorKind::AuthFailed, ErrorKind::SourceConfig, ErrorKind::Incompatible, ErrorKind::Internal] {
+        for k in
+            [ErrorKind::AuthFailed, ErrorKind::SourceConfig, ErrorKind::Incompatible, ErrorKind::Internal]
+        {
             assert_eq!(k.retry_policy(), RetryPolicy::Stop);
         }
     }
 
     #[test]
     fn report_walks_the_cause_chain() {
-        let e = Error::with_cause(ErrorKind::Unreachable, "cannot reach db", std::io::Error::other("refused"));
+        let e =
+            Error::with_cause(ErrorKind::Unreachable, "cannot reach db", std::io::Error::other("refused"));
         assert_eq!(e.to_string(), "cannot reach db");
         assert_eq!(e.report(), "cannot reach db: refused");
     }

@@ -148,10 +148,16 @@ impl Engine {
             )));
         }
         if self.store.get_connection(alias).map_err(store_err)?.is_some() {
-            return Err(Error::new(ErrorKind::AlreadyExists, format!("alias '{alias}' is already used by a connection")));
+            return Err(Error::new(
+                ErrorKind::AlreadyExists,
+                format!("alias '{alias}' is already used by a connection"),
+            ));
         }
         if self.store.get_pipeline(alias).map_err(store_err)?.is_some() {
-            return Err(Error::new(ErrorKind::AlreadyExists, format!("alias '{alias}' is already used by a pipeline")));
+            return Err(Error::new(
+                ErrorKind::AlreadyExists,
+                format!("alias '{alias}' is already used by a pipeline"),
+            ));
         }
         Ok(())
     }
@@ -256,10 +262,21 @@ impl Engine {
         let needed: &[&str] = if spec.mode == SyncMode::Initial {
             &["privilege SELECT"]
         } else {
-            &["log_bin", "binlog_format", "binlog_row_image", "privilege REPLICATION SLAVE", "privilege REPLICATION CLIENT", "privilege SELECT"]
+            &[
+                "log_bin",
+                "binlog_format",
+                "binlog_row_image",
+                "privilege REPLICATION SLAVE",
+                "privilege REPLICATION CLIENT",
+                "privilege SELECT",
+            ]
         };
-        let problems: Vec<String> =
-            report.items.iter().filter(|i| !i.ok && needed.contains(&i.name.as_str())).map(|i| i.detail.clone()).collect();
+        let problems: Vec<String> = report
+            .items
+            .iter()
+            .filter(|i| !i.ok && needed.contains(&i.name.as_str()))
+            .map(|i| i.detail.clone())
+            .collect();
         if !problems.is_empty() {
             let kind = if problems.iter().any(|p| p.contains("privilege")) {
                 ErrorKind::PermissionDenied
@@ -268,7 +285,11 @@ impl Engine {
             };
             return Err(Error::new(
                 kind,
-                format!("source connection '{}' is not ready for this pipeline: {}", sc.alias, problems.join("; ")),
+                format!(
+                    "source connection '{}' is not ready for this pipeline: {}",
+                    sc.alias,
+                    problems.join("; ")
+                ),
             ));
         }
         let schema = source.describe(&source_table).await?;
@@ -288,7 +309,8 @@ impl Engine {
         sink.prepare(&schema, &target_table, spec.auto_create).await?;
         let stored = StoredPipeline {
             alias: spec.alias.clone(),
-            spec: serde_json::to_value(&spec).map_err(|e| Error::with_cause(ErrorKind::Internal, "spec", e))?,
+            spec: serde_json::to_value(&spec)
+                .map_err(|e| Error::with_cause(ErrorKind::Internal, "spec", e))?,
             desired_state: "created".into(),
             last_error: None,
             created_at: now_rfc3339(),
@@ -465,7 +487,8 @@ impl Engine {
 
     /// Stops every pipeline, keeping their checkpoints and their desired state, for a clean server shutdown.
     pub async fn shutdown(&self) {
-        let all: Vec<Running> = self.running.lock().unwrap_or_else(|e| e.into_inner()).drain().map(|(_, r)| r).collect();
+        let all: Vec<Running> =
+            self.running.lock().unwrap_or_else(|e| e.into_inner()).drain().map(|(_, r)| r).collect();
         for r in &all {
             let _ = r.stop.send(true);
         }

@@ -24,7 +24,8 @@ use crate::api::{DdlPolicy, PipelineSpec, SyncMode, TableProgress};
 use crate::stats::{Stats, now_rfc3339};
 use futures::{FutureExt, StreamExt};
 use idaas_core::{
-    ChangeEvent, Error, ErrorKind, Op, Position, Result, RetryPolicy, Row, Sink, SourceInfo, TableRef, TableSchema,
+    ChangeEvent, Error, ErrorKind, Op, Position, Result, RetryPolicy, Row, Sink, SourceInfo, TableRef,
+    TableSchema,
 };
 use idaas_store::Store;
 use serde::{Deserialize, Serialize};
@@ -83,7 +84,8 @@ fn store_err(e: idaas_store::StoreError) -> Error {
 
 impl Context {
     fn save(&self, cp: &Checkpoint) -> Result<()> {
-        let json = serde_json::to_value(cp).map_err(|e| Error::with_cause(ErrorKind::Internal, "checkpoint", e))?;
+        let json =
+            serde_json::to_value(cp).map_err(|e| Error::with_cause(ErrorKind::Internal, "checkpoint", e))?;
         self.store.save_checkpoint(&self.spec.alias, &json, &now_rfc3339()).map_err(store_err)?;
         if let Some(p) = &cp.stream_position {
             self.stats.set_checkpoint(p.0.clone());
@@ -287,16 +289,17 @@ async fn stream(
         let Some(first) = first else {
             return Err(Error::new(ErrorKind::Unreachable, "the change stream ended"));
         };
-        let mut pending = vec![first?];
-        while pending.len() < MAX_BATCH_EVENTS {
+        let first = first?;
+        // A schema change ends a batch: rows before it are written with the old shape, rows after it with
+        // the new one.
+        let mut open = first.op != Op::Ddl;
+        let mut pending = vec![first];
+        while open && pending.len() < MAX_BATCH_EVENTS {
             match changes.next().now_or_never() {
                 Some(Some(ev)) => {
                     let ev = ev?;
-                    let is_ddl = ev.op == Op::Ddl;
+                    open = ev.op != Op::Ddl;
                     pending.push(ev);
-                    if is_ddl {
-                        break;
-                    }
                 }
                 Some(None) => break,
                 None => break,

@@ -117,7 +117,9 @@ impl Stats {
         let t = Instant::now();
         i.samples.push_back((t, total));
         while i.samples.len() > 2
-            && i.samples.front().is_some_and(|(s, _)| t.duration_since(*s).as_secs_f64() > THROUGHPUT_WINDOW_SECS)
+            && i.samples
+                .front()
+                .is_some_and(|(s, _)| t.duration_since(*s).as_secs_f64() > THROUGHPUT_WINDOW_SECS)
         {
             i.samples.pop_front();
         }
@@ -190,7 +192,10 @@ mod tests {
         s.input(5, false);
         s.output(15, Some(now_ms() - 100));
         let snap = s.snapshot();
-        assert_eq!((snap.input_total, snap.output_total, snap.snapshot_rows, snap.cdc_events), (15, 15, 10, 5));
+        assert_eq!(
+            (snap.input_total, snap.output_total, snap.snapshot_rows, snap.cdc_events),
+            (15, 15, 10, 5)
+        );
         assert!(snap.lag_ms.unwrap() >= 100);
     }
 }

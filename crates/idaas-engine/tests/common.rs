@@ -1,6 +1,6 @@
 //! Shared helpers: servers, seeding, waiting for the target to equal the source.
 
-use idaas_engine::{ConnectionSpec, Engine, PipelineSpec, SyncMode, DdlPolicy, TableSpec};
+use idaas_engine::{ConnectionSpec, DdlPolicy, Engine, PipelineSpec, SyncMode, TableSpec};
 use idaas_testkit::MariaDb;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,7 +42,8 @@ pub fn wait_equal(pair: &Pair, src: (&str, &str), tgt: (&str, &str), timeout: Du
     let start = Instant::now();
     loop {
         let a = dump(&pair.source, src.0, src.1);
-        let b = pair.target.sql_db(tgt.0, &format!("SELECT * FROM `{}` ORDER BY 1", tgt.1)).unwrap_or_default();
+        let b =
+            pair.target.sql_db(tgt.0, &format!("SELECT * FROM `{}` ORDER BY 1", tgt.1)).unwrap_or_default();
         if a == b {
             return;
         }
@@ -94,13 +95,25 @@ pub fn pipeline_spec(alias: &str, src_table: &str, tgt_table: &str) -> PipelineS
 }
 
 /// Async-friendly wait: runs the blocking comparison on a blocking thread.
-pub async fn wait_equal_async(pair: &Arc<Pair>, src: (&'static str, &'static str), tgt: (&'static str, &'static str), timeout: Duration) {
+pub async fn wait_equal_async(
+    pair: &Arc<Pair>,
+    src: (&'static str, &'static str),
+    tgt: (&'static str, &'static str),
+    timeout: Duration,
+) {
     let p = pair.clone();
     tokio::task::spawn_blocking(move || wait_equal(&p, src, tgt, timeout)).await.expect("comparison thread");
 }
 
 /// Like [`wait_equal_async`], and fails at once with the pipeline's error when it stops.
-pub async fn wait_synced(engine: &Engine, pipeline: &str, pair: &Arc<Pair>, src: (&'static str, &'static str), tgt: (&'static str, &'static str), timeout: Duration) {
+pub async fn wait_synced(
+    engine: &Engine,
+    pipeline: &str,
+    pair: &Arc<Pair>,
+    src: (&'static str, &'static str),
+    tgt: (&'static str, &'static str),
+    timeout: Duration,
+) {
     let p = pair.clone();
     let mut cmp = tokio::task::spawn_blocking(move || wait_equal(&p, src, tgt, timeout));
     loop {

@@ -24,7 +24,9 @@ async fn add_and_drop_column_are_applied() {
     let (pair, _dir, engine) = setup(DdlPolicy::Apply).await;
     pair.source.sql_db("crm", "ALTER TABLE t ADD COLUMN c DATETIME(3) NULL; INSERT INTO t VALUES (3,'z',3,'2024-01-02 03:04:05.678'); UPDATE t SET c = '2020-01-01' WHERE id = 1").unwrap();
     wait_equal_async(&pair, ("crm", "t"), ("analytics", "t"), Duration::from_secs(30)).await;
-    pair.source.sql_db("crm", "ALTER TABLE t DROP COLUMN b; INSERT INTO t VALUES (4,'w','2024-05-05')").unwrap();
+    pair.source
+        .sql_db("crm", "ALTER TABLE t DROP COLUMN b; INSERT INTO t VALUES (4,'w','2024-05-05')")
+        .unwrap();
     wait_equal_async(&pair, ("crm", "t"), ("analytics", "t"), Duration::from_secs(30)).await;
     let cols = pair.target.sql_db("analytics", "SELECT GROUP_CONCAT(COLUMN_NAME ORDER BY ORDINAL_POSITION) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA='analytics' AND TABLE_NAME='t'").unwrap();
     assert_eq!(cols.trim(), "id,a,c");

@@ -9,7 +9,8 @@ use std::time::Duration;
 async fn customer_table_is_copied_then_followed() {
     let pair = Arc::new(pair());
     pair.source.sql_db("crm", &crm::customer_ddl("Customer")).unwrap();
-    let inserts: Vec<Vec<String>> = crm::customer_inserts("Customer", 1, 2000, 200, 11).into_iter().map(|s| vec![s]).collect();
+    let inserts: Vec<Vec<String>> =
+        crm::customer_inserts("Customer", 1, 2000, 200, 11).into_iter().map(|s| vec![s]).collect();
     exec_txns(&pair.source, "crm", &inserts);
 
     let dir = tempfile::tempdir().unwrap();
@@ -19,14 +20,30 @@ async fn customer_table_is_copied_then_followed() {
     let info = engine.create_pipeline(pipeline_spec("p", "Customer", "CRM_Customer")).await.unwrap();
     assert_eq!(info.status, "running");
 
-    wait_synced(&engine, "p", &pair, ("crm", "Customer"), ("analytics", "CRM_Customer"), Duration::from_secs(60)).await;
+    wait_synced(
+        &engine,
+        "p",
+        &pair,
+        ("crm", "Customer"),
+        ("analytics", "CRM_Customer"),
+        Duration::from_secs(60),
+    )
+    .await;
     let stats = engine.pipeline_stats("p").unwrap();
     assert_eq!(stats.snapshot_rows, 2000);
     assert!(stats.snapshot.iter().all(|t| t.done), "{:?}", stats.snapshot);
 
     let (txns, _) = crm::customer_changes("Customer", 2000, 2001, 1500, 5);
     exec_txns(&pair.source, "crm", &txns);
-    wait_synced(&engine, "p", &pair, ("crm", "Customer"), ("analytics", "CRM_Customer"), Duration::from_secs(60)).await;
+    wait_synced(
+        &engine,
+        "p",
+        &pair,
+        ("crm", "Customer"),
+        ("analytics", "CRM_Customer"),
+        Duration::from_secs(60),
+    )
+    .await;
     let stats = engine.pipeline_stats("p").unwrap();
     assert!(stats.cdc_events >= 1000, "cdc events {}", stats.cdc_events);
     assert_eq!(stats.status, "running");

@@ -4,8 +4,8 @@
 //! and the status [`ErrorKind::http_status`] gives for the kind.
 //!
 //! - Engine errors keep their kind and message (they are written for users and never hold secrets).
-//! - Rejected requests (bad JSON, unknown or missing field, wrong content type) are `400 invalid_input` with a
-//!   message naming the field. Request bodies can hold a password, so values quoted by the JSON decoder are
+//! - Rejected requests (bad JSON, unknown or missing field, wrong content type) are `400 invalid_input`
+//!   with a message naming the field. Request bodies can hold a password, so values quoted by the JSON decoder are
 //!   removed from the message (see [`scrub_values`]).
 //! - Server errors (5xx) never show internals: the client sees kind `internal` and
 //!   [`INTERNAL_MESSAGE`]; the full error chain goes to the server log.

@@ -1,8 +1,9 @@
 //! # OpenAPI document
 //!
-//! `GET /openapi.json` answers with an OpenAPI 3.1 document built here from [`crate::routes::ROUTES`] and
-//! hand-written JSON Schemas of the API types. The schemas follow the types' serde form (field renames,
-//! aliases, optional fields as `null`); the tests check that serialised values of every type validate.
+//! `GET /openapi.json` answers with an OpenAPI 3.1 document built here from the server's route table (the
+//! one the router is built from) and hand-written JSON Schemas of the API types. The schemas follow the
+//! types' serde form (field renames, aliases, optional fields as `null`); the tests check that serialised
+//! values of every type validate.
 
 use crate::routes::{Payload, ROUTES, Route};
 use serde_json::{Map, Value, json};
@@ -180,7 +181,13 @@ fn data_type_variant(kind: &str, description: &str, properties: Value) -> Value 
         props[name] = schema.clone();
         required.push(name.clone());
     }
-    json!({"type": "object", "title": kind, "description": description, "properties": props, "required": required})
+    json!({
+        "type": "object",
+        "title": kind,
+        "description": description,
+        "properties": props,
+        "required": required,
+    })
 }
 
 fn schemas() -> Value {
@@ -197,9 +204,9 @@ fn schemas() -> Value {
                 json!({
                     "kind": {
                         "type": "string",
-                        "enum": ["unreachable", "auth_failed", "permission_denied", "source_config", "not_found",
-                            "already_exists", "invalid_input", "unsupported", "incompatible", "position_lost",
-                            "internal"],
+                        "enum": ["unreachable", "auth_failed", "permission_denied", "source_config",
+                            "not_found", "already_exists", "invalid_input", "unsupported", "incompatible",
+                            "position_lost", "internal"],
                         "description": "The error kind; decides the HTTP status.",
                     },
                     "message": string("What happened, to which object, and what to do next. Never holds \
@@ -328,7 +335,9 @@ fn schemas() -> Value {
                     "max_bytes": width("Maximum length in bytes."),
                     "charset": charset(),
                 })),
-                data_type_variant("binary", "Fixed-length binary.", json!({"length": width("Length in bytes.")})),
+                data_type_variant("binary", "Fixed-length binary.", json!({
+                    "length": width("Length in bytes."),
+                })),
                 data_type_variant("varbinary", "Variable-length binary.", json!({
                     "length": width("Maximum length in bytes."),
                 })),
@@ -445,16 +454,27 @@ fn schemas() -> Value {
                 "output_total": count("Events written to the target."),
                 "throughput_eps": {"type": "number", "minimum": 0, "description": "Events written per second \
                     over the last few seconds."},
-                "last_input": timestamp("When the last event was read, RFC 3339 UTC with milliseconds.", true),
-                "last_output": timestamp("When the last event was written, RFC 3339 UTC with milliseconds.", true),
-                "lag_ms": {"type": ["integer", "null"], "description": "Target commit time minus source commit \
-                    time of the last written change, in milliseconds."},
+                "last_input": timestamp("When the last event was read, RFC 3339 UTC with milliseconds.",
+                    true),
+                "last_output": timestamp("When the last event was written, RFC 3339 UTC with milliseconds.",
+                    true),
+                "lag_ms": {
+                    "type": ["integer", "null"],
+                    "description": "Target commit time minus source commit time of the last written change, in \
+                        milliseconds.",
+                },
                 "snapshot_rows": count("Snapshot rows read."),
                 "cdc_events": count("Changes (insert, update, delete) read from the stream."),
-                "snapshot": {"type": "array", "items": schema_ref("TableProgress"), "description": "Per-table \
-                    initial-load progress."},
-                "checkpoint": {"description": "The source position of the last checkpoint (opaque), or null."},
-                "last_error": nullable_string("The error that stopped the pipeline or that it is retrying, if any."),
+                "snapshot": {
+                    "type": "array",
+                    "items": schema_ref("TableProgress"),
+                    "description": "Per-table initial-load progress.",
+                },
+                "checkpoint": {
+                    "description": "The source position of the last checkpoint (opaque), or null.",
+                },
+                "last_error": nullable_string("The error that stopped the pipeline or that it is retrying, if \
+                    any."),
             }),
             &["alias", "status", "input_total", "output_total", "throughput_eps", "last_input", "last_output",
                 "lag_ms", "snapshot_rows", "cdc_events", "snapshot", "checkpoint", "last_error"],

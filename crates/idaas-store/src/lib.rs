@@ -43,7 +43,9 @@ pub enum StoreError {
         name: String,
     },
     /// A stored secret could not be decrypted (wrong `secret.key`).
-    #[error("cannot decrypt the stored password of connection '{0}': secret.key does not match the data directory")]
+    #[error(
+        "cannot decrypt the stored password of connection '{0}': secret.key does not match the data directory"
+    )]
     Decrypt(String),
     /// A stored JSON document is malformed.
     #[error("malformed stored document")]
@@ -231,7 +233,12 @@ impl Store {
     }
 
     /// Records what a pipeline should be doing and the error that stopped it.
-    pub fn set_pipeline_state(&self, alias: &str, desired_state: &str, last_error: Option<&str>) -> Result<()> {
+    pub fn set_pipeline_state(
+        &self,
+        alias: &str,
+        desired_state: &str,
+        last_error: Option<&str>,
+    ) -> Result<()> {
         self.db().execute(
             "UPDATE pipelines SET desired_state = ?2, last_error = ?3 WHERE alias = ?1",
             params![alias, desired_state, last_error],
@@ -246,7 +253,9 @@ impl Store {
             "SELECT alias, spec, desired_state, last_error, created_at FROM pipelines ORDER BY alias",
         )?;
         let rows = st.query_map([], row_to_pipeline)?.collect::<rusqlite::Result<Vec<_>>>()?;
-        rows.into_iter().map(|(p, spec)| Ok(StoredPipeline { spec: serde_json::from_str(&spec)?, ..p })).collect()
+        rows.into_iter()
+            .map(|(p, spec)| Ok(StoredPipeline { spec: serde_json::from_str(&spec)?, ..p }))
+            .collect()
     }
 
     /// One pipeline.

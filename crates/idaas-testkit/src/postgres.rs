@@ -504,14 +504,8 @@ impl Postgres {
 
     fn remove_leftovers(&self) {
         let pid_file = self.pid_file();
-        if let Ok(text) = fs::read_to_string(&pid_file) {
-            // Line 7: "KEY ID" of the SysV shared memory segment (PostgreSQL >= 9.3).
-            if let Some(id) =
-                text.lines().nth(6).and_then(|l| l.split_whitespace().nth(1)?.parse::<i32>().ok())
-            {
-                // SAFETY: IPC_RMID takes no buffer; the segment belongs to this cluster.
-                unsafe { libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut()) };
-            }
+        if pid_file.exists() {
+            util::remove_postgres_shm(&pid_file);
             util::remove_file_quiet(&pid_file);
         }
         let socket = self.socket_file();

@@ -467,6 +467,26 @@ pub(crate) fn write_file(path: &Path, contents: &str, mode: u32, owner: Option<O
     chown_opt(path, owner)
 }
 
+/// Removes the SysV shared memory segment a dead postmaster left behind, as recorded on line 7
+/// (`KEY ID`) of its `postmaster.pid`; only when it still has that key and nobody is attached.
+pub(crate) fn remove_postgres_shm(pid_file: &Path) {
+    let Ok(text) = fs::read_to_string(pid_file) else { return };
+    let Some(line) = text.lines().nth(6) else { return };
+    let mut fields = line.split_whitespace();
+    let (Some(Ok(key)), Some(Ok(id))) =
+        (fields.next().map(str::parse::<libc::key_t>), fields.next().map(str::parse::<libc::c_int>))
+    else {
+        return;
+    };
+    // SAFETY: shmid_ds is a plain C struct; IPC_STAT fills it, IPC_RMID takes no buffer.
+    unsafe {
+        let mut ds: libc::shmid_ds = std::mem::zeroed();
+        if libc::shmctl(id, libc::IPC_STAT, &mut ds) == 0 && ds.shm_perm.__key == key && ds.shm_nattch == 0 {
+            libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut());
+        }
+    }
+}
+
 /// Removes a file; a missing file is fine.
 pub(crate) fn remove_file_quiet(path: &Path) {
     let _ = fs::remove_file(path);
@@ -551,6 +571,7 @@ fn sweep_orphaned_dirs(base: &Path) {
         let alive = u32::try_from(pid).ok().and_then(process_start_time).is_some_and(|s| s == start);
         // Only directories this user created (the owner file is never chowned).
         if !alive && fs::metadata(path.join(OWNER_FILE)).is_ok_and(|m| m.uid() == euid()) {
+            remove_postgres_shm(&path.join("data/postmaster.pid"));
             let _ = fs::remove_dir_all(&path);
         }
     }

@@ -70,7 +70,8 @@ pub struct CreateArgs {
     #[arg(
         long,
         default_value = "initial_and_cdc",
-        value_parser = PossibleValuesParser::new(["initial_and_cdc", "initial", "cdc"]).try_map(from_name::<SyncMode>)
+        value_parser = PossibleValuesParser::new(["initial_and_cdc", "initial", "cdc"])
+            .try_map(from_name::<SyncMode>)
     )]
     mode: SyncMode,
     /// What a source schema change does: apply it to the target, ignore it, or stop the pipeline.

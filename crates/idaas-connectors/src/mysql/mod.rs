@@ -19,8 +19,8 @@ pub mod types;
 use crate::config::ConnectionConfig;
 use async_trait::async_trait;
 use idaas_core::{
-    ChangeStream, CheckItem, CheckReport, Error, ErrorKind, Position, Result, SnapshotReader, Source, TableRef,
-    TableSchema,
+    ChangeStream, CheckItem, CheckReport, Error, ErrorKind, Position, Result, SnapshotReader, Source,
+    TableRef, TableSchema,
 };
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder};
@@ -131,14 +131,21 @@ pub(crate) fn classify(cfg: &ConnectionConfig, e: mysql_async::Error, what: &str
                 ),
                 // Server shutting down, killed connection, lock wait / deadlock: try again.
                 1053 | 1077 | 1078 | 1079 | 1080 | 1152 | 1158 | 1159 | 1160 | 1161 | 1205 | 1213 | 2006
-                | 2013 | 1927 | 4031 => (ErrorKind::Unreachable, format!("{who}: {} during {what}", se.message)),
-                _ => (ErrorKind::Internal, format!("{who}: server error {} during {what}: {}", se.code, se.message)),
+                | 2013 | 1927 | 4031 => {
+                    (ErrorKind::Unreachable, format!("{who}: {} during {what}", se.message))
+                }
+                _ => (
+                    ErrorKind::Internal,
+                    format!("{who}: server error {} during {what}: {}", se.code, se.message),
+                ),
             };
             Error::with_cause(kind, msg, e)
         }
         mysql_async::Error::Io(_) => Error::with_cause(
             ErrorKind::Unreachable,
-            format!("{who}: cannot reach the server or the connection was lost; check that it runs and listens"),
+            format!(
+                "{who}: cannot reach the server or the connection was lost; check that it runs and listens"
+            ),
             e,
         ),
         mysql_async::Error::Driver(_) => {
@@ -213,7 +220,8 @@ pub async fn check_source(db: &MySql) -> Result<CheckReport> {
     let vars: Vec<(String, String)> = if vars.is_empty() {
         let mut out = Vec::new();
         for v in ["log_bin", "binlog_format", "binlog_row_image"] {
-            let r: Vec<(String, String)> = db.query(&mut conn, &format!("SHOW GLOBAL VARIABLES LIKE '{v}'")).await?;
+            let r: Vec<(String, String)> =
+                db.query(&mut conn, &format!("SHOW GLOBAL VARIABLES LIKE '{v}'")).await?;
             out.extend(r);
         }
         out

@@ -103,7 +103,8 @@ pub async fn stream(db: MySql, from: Position, tables: Vec<TableRef>) -> Result<
     let request = BinlogStreamRequest::new(server_id).with_filename(&file).with_pos(start.pos);
     let binlog = conn.get_binlog_stream(request).await.map_err(|e| classify(&cfg, e, "binlog dump"))?;
     let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
-    let reader = Reader { db, query_conn, schemas, file: start.file.clone(), gtid: start.gtid.clone(), in_txn: false };
+    let reader =
+        Reader { db, query_conn, schemas, file: start.file.clone(), gtid: start.gtid.clone(), in_txn: false };
     tokio::spawn(async move {
         let tx2 = tx.clone();
         if let Err(e) = reader.run(binlog, tx).await {
@@ -114,7 +115,8 @@ pub async fn stream(db: MySql, from: Position, tables: Vec<TableRef>) -> Result<
 }
 
 fn random_server_id(base: u32) -> u32 {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
     base.wrapping_add(nanos % 100_000).max(2)
 }
 
@@ -168,20 +170,18 @@ impl Reader {
             };
             match data {
                 EventData::RotateEvent(r) => {
-                    self.file = r.name().to_string();
+                    self.file = rotate_file_name(r.name_raw());
                 }
-                EventData::HeartbeatEvent => {
-                    if !self.in_txn && end_pos > 0 {
-                        let ev = ChangeEvent {
-                            op: Op::Heartbeat,
-                            source: self.info(None, end_pos, 0),
-                            before: None,
-                            after: None,
-                            schema: None,
-                            ddl: None,
-                        };
-                        Self::send(&tx, ev).await?;
-                    }
+                EventData::HeartbeatEvent if !self.in_txn && end_pos > 0 => {
+                    let ev = ChangeEvent {
+                        op: Op::Heartbeat,
+                        source: self.info(None, end_pos, 0),
+                        before: None,
+                        after: None,
+                        schema: None,
+                        ddl: None,
+                    };
+                    Self::send(&tx, ev).await?;
                 }
                 EventData::XidEvent(_) => {
                     self.in_txn = false;
@@ -192,7 +192,10 @@ impl Reader {
                     let upper = sql.to_ascii_uppercase();
                     if upper == "BEGIN" || upper.starts_with("XA START") {
                         self.in_txn = true;
-                    } else if upper == "COMMIT" || upper.starts_with("XA COMMIT") || upper.starts_with("XA END") {
+                    } else if upper == "COMMIT"
+                        || upper.starts_with("XA COMMIT")
+                        || upper.starts_with("XA END")
+                    {
                         self.in_txn = false;
                         self.commit(&tx, end_pos, ts).await?;
                     } else if upper == "ROLLBACK" {
@@ -297,7 +300,12 @@ impl Reader {
         }
         let name = table.to_string();
         let decode = |row: &mysql_async::binlog::row::BinlogRow| -> Result<Row> {
-            schema.columns.iter().enumerate().map(|(i, c)| types::from_binlog(&name, c, row.as_ref(i))).collect()
+            schema
+                .columns
+                .iter()
+                .enumerate()
+                .map(|(i, c)| types::from_binlog(&name, c, row.as_ref(i)))
+                .collect()
         };
         let op = match rows {
             RowsEventData::WriteRowsEventV1(_) | RowsEventData::WriteRowsEvent(_) => Op::Insert,
@@ -307,8 +315,9 @@ impl Reader {
             RowsEventData::DeleteRowsEventV1(_) | RowsEventData::DeleteRowsEvent(_) => Op::Delete,
         };
         for r in rows.rows(tme) {
-            let (before, after) =
-                r.map_err(|e| Error::with_cause(ErrorKind::Internal, format!("cannot decode a row of {name}"), e))?;
+            let (before, after) = r.map_err(|e| {
+                Error::with_cause(ErrorKind::Internal, format!("cannot decode a row of {name}"), e)
+            })?;
             let before = before.as_ref().map(decode).transpose()?;
             let after = after.as_ref().map(decode).transpose()?;
             let ev = ChangeEvent {
@@ -323,6 +332,19 @@ impl Reader {
         }
         Ok(())
     }
+}
+
+/// The file name of a rotate event. The server's first (artificial) rotate event comes before the format
+/// description that announces checksums, so its name may still carry the 4-byte CRC32 footer: binlog file
+/// names end in a digit sequence, so trailing bytes after it are the footer.
+pub fn rotate_file_name(raw: &[u8]) -> String {
+    let ends_in_digit = |b: &[u8]| b.last().is_some_and(|c| c.is_ascii_digit());
+    let name = if !ends_in_digit(raw) && raw.len() > 4 && ends_in_digit(&raw[..raw.len() - 4]) {
+        &raw[..raw.len() - 4]
+    } else {
+        raw
+    };
+    String::from_utf8_lossy(name).into_owned()
 }
 
 fn same_table(a: &TableRef, b: &TableRef) -> bool {
@@ -453,7 +475,10 @@ mod tests {
             ddl_tables("ALTER TABLE `crm`.`Customer` ADD COLUMN x INT", "other"),
             Some(vec![TableRef::new("crm", "Customer")])
         );
-        assert_eq!(ddl_tables("alter table Customer drop column x", "crm"), Some(vec![TableRef::new("crm", "Customer")]));
+        assert_eq!(
+            ddl_tables("alter table Customer drop column x", "crm"),
+            Some(vec![TableRef::new("crm", "Customer")])
+        );
         assert_eq!(
             ddl_tables("CREATE TABLE IF NOT EXISTS t2(id int primary key)", "crm"),
             Some(vec![TableRef::new("crm", "t2")])
@@ -469,6 +494,12 @@ mod tests {
         assert_eq!(ddl_tables("TRUNCATE t", "d"), Some(vec![TableRef::new("d", "t")]));
         assert_eq!(ddl_tables("INSERT INTO t VALUES (1)", "d"), None);
         assert_eq!(ddl_tables("CREATE USER x", "d"), None);
+    }
+
+    #[test]
+    fn rotate_names_lose_a_checksum_footer() {
+        assert_eq!(rotate_file_name(b"mariadb-bin.000001"), "mariadb-bin.000001");
+        assert_eq!(rotate_file_name(b"mariadb-bin.000001N\xfeP\xfd"), "mariadb-bin.000001");
     }
 
     #[test]

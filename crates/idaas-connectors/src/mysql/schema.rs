@@ -98,7 +98,15 @@ pub async fn describe(db: &MySql, conn: &mut Conn, table: &TableRef) -> Result<T
         let dt = if is_json {
             DataType::Json
         } else {
-            map_type(&data_type, &column_type, precision, scale, dt_precision, char_len, charset_name.as_deref())
+            map_type(
+                &data_type,
+                &column_type,
+                precision,
+                scale,
+                dt_precision,
+                char_len,
+                charset_name.as_deref(),
+            )
         };
         columns.push(ColumnSchema {
             name,
@@ -231,17 +239,23 @@ pub fn parse_grants(grants: &[String], database: Option<&str>) -> Privileges {
         let target = rest.split_whitespace().next().unwrap_or("").replace('`', "");
         let global = target == "*.*";
         let this_db = database
-            .map(|d| target == format!("{}.*", d.to_ascii_uppercase()) || target.starts_with(&format!("{}.", d.to_ascii_uppercase())))
+            .map(|d| {
+                target == format!("{}.*", d.to_ascii_uppercase())
+                    || target.starts_with(&format!("{}.", d.to_ascii_uppercase()))
+            })
             .unwrap_or(false);
         let all = privs.contains("ALL PRIVILEGES");
         if global {
             p.replication_slave |= all || privs.contains("REPLICATION SLAVE");
-            p.replication_client |=
-                all || privs.contains("REPLICATION CLIENT") || privs.contains("BINLOG MONITOR") || privs.contains("SUPER");
+            p.replication_client |= all
+                || privs.contains("REPLICATION CLIENT")
+                || privs.contains("BINLOG MONITOR")
+                || privs.contains("SUPER");
         }
         if global || this_db {
             p.select |= all || privs.contains("SELECT");
-            p.write |= all || (privs.contains("INSERT") && privs.contains("UPDATE") && privs.contains("DELETE"));
+            p.write |=
+                all || (privs.contains("INSERT") && privs.contains("UPDATE") && privs.contains("DELETE"));
         }
     }
     p
@@ -282,6 +296,9 @@ mod tests {
             map_type("varchar", "varchar(20)", None, None, None, Some(20), Some("latin1")),
             DataType::Varchar { length: 20, charset: Charset::Latin1 }
         );
-        assert_eq!(map_type("datetime", "datetime(3)", None, None, Some(3), None, None), DataType::DateTime { fsp: 3 });
+        assert_eq!(
+            map_type("datetime", "datetime(3)", None, None, Some(3), None, None),
+            DataType::DateTime { fsp: 3 }
+        );
     }
 }

@@ -81,7 +81,9 @@ impl MySqlSink {
         let mut order: Vec<(TableRef, String)> = Vec::new();
         let mut finals: HashMap<(TableRef, String), (Final, std::sync::Arc<TableSchema>)> = HashMap::new();
         for ev in events {
-            let (Some(schema), Some(table)) = (ev.schema.as_ref(), ev.source.table.as_ref()) else { continue };
+            let (Some(schema), Some(table)) = (ev.schema.as_ref(), ev.source.table.as_ref()) else {
+                continue;
+            };
             let keyidx = schema.key_indexes();
             if keyidx.is_empty() {
                 return Err(Error::new(
@@ -90,7 +92,8 @@ impl MySqlSink {
                 ));
             }
             let key_of = |row: &Row| -> String {
-                serde_json::to_string(&keyidx.iter().map(|i| &row[*i]).collect::<Vec<_>>()).unwrap_or_default()
+                serde_json::to_string(&keyidx.iter().map(|i| &row[*i]).collect::<Vec<_>>())
+                    .unwrap_or_default()
             };
             let mut put = |k: String, f: Final| {
                 let id = (table.clone(), k);
@@ -138,8 +141,10 @@ impl MySqlSink {
         let mut plan: Vec<(String, Vec<mysql_async::Value>)> = Vec::new();
         for (table, schema, rows) in &deletes {
             let target = self.target_for(table)?;
-            let key_cols: Vec<&ColumnSchema> = schema.key_indexes().iter().map(|i| &schema.columns[*i]).collect();
-            let key_names: Vec<String> = key_cols.iter().map(|c| target.column_name(&c.name)).collect::<Result<_>>()?;
+            let key_cols: Vec<&ColumnSchema> =
+                schema.key_indexes().iter().map(|i| &schema.columns[*i]).collect();
+            let key_names: Vec<String> =
+                key_cols.iter().map(|c| target.column_name(&c.name)).collect::<Result<_>>()?;
             let keyidx = schema.key_indexes();
             for chunk in chunks(rows, MAX_ROWS_PER_STATEMENT) {
                 let cond = if key_names.len() == 1 {
@@ -149,7 +154,8 @@ impl MySqlSink {
                     vec![format!("({})", one.join(" AND ")); chunk.len()].join(" OR ")
                 };
                 let sql = format!("DELETE FROM {} WHERE {cond}", quote_table(&target.table));
-                let params = chunk.iter().flat_map(|r| keyidx.iter().map(|i| types::to_param(&r[*i]))).collect();
+                let params =
+                    chunk.iter().flat_map(|r| keyidx.iter().map(|i| types::to_param(&r[*i]))).collect();
                 plan.push((sql, params));
             }
         }
@@ -182,7 +188,8 @@ impl MySqlSink {
                     quote_table(&target.table),
                     vec![one.as_str(); chunk.len()].join(",")
                 );
-                let params = chunk.iter().flat_map(|r| cols.iter().map(|(i, _)| types::to_param(&r[*i]))).collect();
+                let params =
+                    chunk.iter().flat_map(|r| cols.iter().map(|(i, _)| types::to_param(&r[*i]))).collect();
                 plan.push((sql, params));
             }
         }
@@ -242,7 +249,9 @@ pub fn shape_problems(source: &TableSchema, target: &TableSchema) -> Vec<String>
     }
     for c in &source.columns {
         match target.columns.iter().find(|t| t.name.eq_ignore_ascii_case(&c.name)) {
-            None => problems.push(format!("column '{}' ({}) is missing in the target", c.name, c.source_type)),
+            None => {
+                problems.push(format!("column '{}' ({}) is missing in the target", c.name, c.source_type))
+            }
             Some(t) => {
                 if !types::fits(&c.data_type, &t.data_type) {
                     problems.push(format!(
@@ -251,7 +260,10 @@ pub fn shape_problems(source: &TableSchema, target: &TableSchema) -> Vec<String>
                     ));
                 }
                 if c.nullable && !t.nullable {
-                    problems.push(format!("column '{}' is NOT NULL in the target but nullable in the source", c.name));
+                    problems.push(format!(
+                        "column '{}' is NOT NULL in the target but nullable in the source",
+                        c.name
+                    ));
                 }
             }
         }
@@ -355,10 +367,9 @@ impl Sink for MySqlSink {
     async fn alter(&mut self, old: &TableSchema, new: &TableSchema, target: &TableRef) -> Result<()> {
         let name = new.table.to_string();
         // Compare with the target as it is, so a change applied before a crash is not applied twice.
-        let current = self
-            .target_schema(target)
-            .await?
-            .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("target table {target} no longer exists")))?;
+        let current = self.target_schema(target).await?.ok_or_else(|| {
+            Error::new(ErrorKind::NotFound, format!("target table {target} no longer exists"))
+        })?;
         let mut clauses = Vec::new();
         for c in &new.columns {
             let in_target = current.columns.iter().find(|t| t.name.eq_ignore_ascii_case(&c.name));
@@ -390,17 +401,17 @@ impl Sink for MySqlSink {
             let conn = self.conn().await?;
             conn.query_drop(sql.as_str()).await.map_err(|e| classify(&cfg, e, "alter target table"))?;
         }
-        let fresh = self
-            .target_schema(target)
-            .await?
-            .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("target table {target} no longer exists")))?;
+        let fresh = self.target_schema(target).await?.ok_or_else(|| {
+            Error::new(ErrorKind::NotFound, format!("target table {target} no longer exists"))
+        })?;
         self.remember(&new.table, target, &fresh);
         Ok(())
     }
 
     async fn count(&self, target: &TableRef) -> Result<u64> {
         let mut conn = self.db.connect().await?;
-        let n: Vec<u64> = self.db.query(&mut conn, &format!("SELECT COUNT(*) FROM {}", quote_table(target))).await?;
+        let n: Vec<u64> =
+            self.db.query(&mut conn, &format!("SELECT COUNT(*) FROM {}", quote_table(target))).await?;
         let _ = conn.disconnect().await;
         Ok(n.into_iter().next().unwrap_or(0))
     }

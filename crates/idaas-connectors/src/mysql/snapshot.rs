@@ -32,7 +32,8 @@ impl MySqlSnapshot {
         ] {
             conn.query_drop(sql).await.map_err(|e| classify(cfg, e, sql))?;
         }
-        let status: Vec<(String, String)> = db.query(&mut conn, "SHOW STATUS LIKE 'binlog_snapshot_%'").await?;
+        let status: Vec<(String, String)> =
+            db.query(&mut conn, "SHOW STATUS LIKE 'binlog_snapshot_%'").await?;
         let get = |n: &str| status.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.clone());
         let file = get("binlog_snapshot_file").unwrap_or_default();
         let pos: u64 = get("binlog_snapshot_position").and_then(|p| p.parse().ok()).unwrap_or(0);
@@ -75,7 +76,12 @@ impl SnapshotReader for MySqlSnapshot {
         &self.position
     }
 
-    async fn read_chunk(&mut self, table: &TableSchema, after_key: Option<&Row>, limit: usize) -> Result<Vec<Row>> {
+    async fn read_chunk(
+        &mut self,
+        table: &TableSchema,
+        after_key: Option<&Row>,
+        limit: usize,
+    ) -> Result<Vec<Row>> {
         if table.primary_key.is_empty() {
             return Err(Error::new(
                 ErrorKind::Unsupported,
@@ -91,7 +97,8 @@ impl SnapshotReader for MySqlSnapshot {
             ),
             Some(key) => {
                 let (cond, order_of) = keyset_condition(&table.primary_key);
-                let params: Vec<mysql_async::Value> = order_of.iter().map(|i| types::to_param(&key[*i])).collect();
+                let params: Vec<mysql_async::Value> =
+                    order_of.iter().map(|i| types::to_param(&key[*i])).collect();
                 (
                     format!(
                         "SELECT {cols} FROM {} WHERE {cond} ORDER BY {order} LIMIT {limit}",

@@ -38,9 +38,9 @@ pub fn decode_text(table: &str, col: &ColumnSchema, charset: Charset, bytes: Vec
 /// MySQL's `latin1` is Windows-1252; its five unassigned bytes map to the C1 controls, as MySQL does.
 fn cp1252(b: u8) -> char {
     const HIGH: [u16; 32] = [
-        0x20AC, 0x0081, 0x201A, 0x0192, 0x201E, 0x2026, 0x2020, 0x2021, 0x02C6, 0x2030, 0x0160, 0x2039, 0x0152,
-        0x008D, 0x017D, 0x008F, 0x0090, 0x2018, 0x2019, 0x201C, 0x201D, 0x2022, 0x2013, 0x2014, 0x02DC, 0x2122,
-        0x0161, 0x203A, 0x0153, 0x009D, 0x017E, 0x0178,
+        0x20AC, 0x0081, 0x201A, 0x0192, 0x201E, 0x2026, 0x2020, 0x2021, 0x02C6, 0x2030, 0x0160, 0x2039,
+        0x0152, 0x008D, 0x017D, 0x008F, 0x0090, 0x2018, 0x2019, 0x201C, 0x201D, 0x2022, 0x2013, 0x2014,
+        0x02DC, 0x2122, 0x0161, 0x203A, 0x0153, 0x009D, 0x017E, 0x0178,
     ];
     if (0x80..0xA0).contains(&b) {
         char::from_u32(HIGH[(b - 0x80) as usize] as u32).unwrap_or('\u{FFFD}')
@@ -51,9 +51,9 @@ fn cp1252(b: u8) -> char {
 
 fn charset_of(dt: &DataType) -> Charset {
     match dt {
-        DataType::Char { charset, .. } | DataType::Varchar { charset, .. } | DataType::Text { charset, .. } => {
-            *charset
-        }
+        DataType::Char { charset, .. }
+        | DataType::Varchar { charset, .. }
+        | DataType::Text { charset, .. } => *charset,
         _ => Charset::Utf8,
     }
 }
@@ -154,7 +154,11 @@ pub fn from_query(table: &str, col: &ColumnSchema, v: MyValue) -> Result<Value> 
 pub fn from_binlog(table: &str, col: &ColumnSchema, v: Option<&BinlogValue<'_>>) -> Result<Value> {
     let v = match v {
         None => {
-            return Err(bad(table, col, "missing from the row image; set binlog_row_image=FULL on the source"));
+            return Err(bad(
+                table,
+                col,
+                "missing from the row image; set binlog_row_image=FULL on the source",
+            ));
         }
         Some(BinlogValue::Value(v)) => v.clone(),
         Some(BinlogValue::Jsonb(j)) => {
@@ -163,7 +167,11 @@ pub fn from_binlog(table: &str, col: &ColumnSchema, v: Option<&BinlogValue<'_>>)
             return Ok(Value::Json(json.to_string()));
         }
         Some(BinlogValue::JsonDiff(_)) => {
-            return Err(bad(table, col, "partial JSON updates need binlog_row_value_options='' on the source"));
+            return Err(bad(
+                table,
+                col,
+                "partial JSON updates need binlog_row_value_options='' on the source",
+            ));
         }
     };
     if v == MyValue::NULL {
@@ -176,9 +184,10 @@ pub fn from_binlog(table: &str, col: &ColumnSchema, v: Option<&BinlogValue<'_>>)
         (DataType::Decimal { .. }, MyValue::Bytes(b)) => {
             Value::Decimal(String::from_utf8(b).map_err(|_| bad(table, col, "bad decimal"))?)
         }
-        (dt @ (DataType::Char { .. } | DataType::Varchar { .. } | DataType::Text { .. }), MyValue::Bytes(b)) => {
-            Value::Text(decode_text(table, col, charset_of(dt), b)?)
-        }
+        (
+            dt @ (DataType::Char { .. } | DataType::Varchar { .. } | DataType::Text { .. }),
+            MyValue::Bytes(b),
+        ) => Value::Text(decode_text(table, col, charset_of(dt), b)?),
         (DataType::Binary { length }, MyValue::Bytes(mut b)) => {
             // The binlog strips BINARY(n)'s trailing zero padding; the column holds it.
             if b.len() < *length as usize {
@@ -201,7 +210,11 @@ pub fn from_binlog(table: &str, col: &ColumnSchema, v: Option<&BinlogValue<'_>>)
             if secs == 0 && us == 0 { Value::ZeroTimestamp } else { Value::Timestamp(secs * 1_000_000 + us) }
         }
         (DataType::Timestamp { .. }, MyValue::Int(secs)) => {
-            if secs == 0 { Value::ZeroTimestamp } else { Value::Timestamp(secs * 1_000_000) }
+            if secs == 0 {
+                Value::ZeroTimestamp
+            } else {
+                Value::Timestamp(secs * 1_000_000)
+            }
         }
         (DataType::Time { .. }, MyValue::Time(neg, days, h, m, s, us)) => time_value(neg, days, h, m, s, us),
         (DataType::Year, MyValue::Bytes(b)) => {
@@ -217,7 +230,10 @@ pub fn from_binlog(table: &str, col: &ColumnSchema, v: Option<&BinlogValue<'_>>)
                 Value::Enum(String::new())
             } else {
                 Value::Enum(
-                    labels.get(i as usize - 1).cloned().ok_or_else(|| bad(table, col, "enum index out of range"))?,
+                    labels
+                        .get(i as usize - 1)
+                        .cloned()
+                        .ok_or_else(|| bad(table, col, "enum index out of range"))?,
                 )
             }
         }
@@ -227,7 +243,12 @@ pub fn from_binlog(table: &str, col: &ColumnSchema, v: Option<&BinlogValue<'_>>)
                 bits |= (*byte as u64) << (8 * i);
             }
             Value::Set(
-                members.iter().enumerate().filter(|(i, _)| bits & (1u64 << i) != 0).map(|(_, m)| m.clone()).collect(),
+                members
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| bits & (1u64 << i) != 0)
+                    .map(|(_, m)| m.clone())
+                    .collect(),
             )
         }
         (DataType::Bit { .. }, MyValue::Bytes(b)) => Value::Bit(bytes_to_u64(&b)),
@@ -252,7 +273,9 @@ pub fn to_param(v: &Value) -> MyValue {
         Value::UInt(u) => MyValue::UInt(*u),
         Value::Float(f) => MyValue::Float(*f),
         Value::Double(f) => MyValue::Double(*f),
-        Value::Decimal(s) | Value::Text(s) | Value::Json(s) | Value::Enum(s) => MyValue::Bytes(s.as_bytes().to_vec()),
+        Value::Decimal(s) | Value::Text(s) | Value::Json(s) | Value::Enum(s) => {
+            MyValue::Bytes(s.as_bytes().to_vec())
+        }
         Value::Bytes(b) => MyValue::Bytes(b.clone()),
         Value::Date(d) => MyValue::Date(d.year, d.month, d.day, 0, 0, 0, 0),
         Value::Time(t) => {
@@ -271,7 +294,9 @@ pub fn to_param(v: &Value) -> MyValue {
         Value::Bit(b) => MyValue::UInt(*b),
         Value::Uuid(u) => MyValue::Bytes(format_uuid(u).into_bytes()),
         Value::Array(items) => MyValue::Bytes(
-            serde_json::to_string(&items.iter().map(json_of).collect::<Vec<_>>()).unwrap_or_default().into_bytes(),
+            serde_json::to_string(&items.iter().map(json_of).collect::<Vec<_>>())
+                .unwrap_or_default()
+                .into_bytes(),
         ),
     }
 }
@@ -407,9 +432,10 @@ pub fn fits(source: &DataType, target: &DataType) -> bool {
             Char { length: tl, .. } | Varchar { length: tl, .. },
         ) => tl >= sl,
         (Char { .. } | Varchar { .. } | Text { .. }, Text { .. }) => true,
-        (Binary { length: sl } | Varbinary { length: sl }, Binary { length: tl } | Varbinary { length: tl }) => {
-            tl >= sl
-        }
+        (
+            Binary { length: sl } | Varbinary { length: sl },
+            Binary { length: tl } | Varbinary { length: tl },
+        ) => tl >= sl,
         (Binary { .. } | Varbinary { .. } | Blob { .. }, Blob { .. }) => true,
         (Date, Date | DateTime { .. }) => true,
         (Time { fsp: s }, Time { fsp: t }) | (DateTime { fsp: s }, DateTime { fsp: t }) => t >= s,
@@ -429,7 +455,13 @@ mod tests {
     use super::*;
 
     fn col(dt: DataType) -> ColumnSchema {
-        ColumnSchema { name: "c".into(), data_type: dt, source_type: "t".into(), nullable: true, default: None }
+        ColumnSchema {
+            name: "c".into(),
+            data_type: dt,
+            source_type: "t".into(),
+            nullable: true,
+            default: None,
+        }
     }
 
     #[test]
@@ -454,13 +486,22 @@ mod tests {
 
     #[test]
     fn shapes_fit_by_range() {
-        assert!(fits(&DataType::Int { bytes: 4, unsigned: true }, &DataType::Int { bytes: 8, unsigned: false }));
-        assert!(!fits(&DataType::Int { bytes: 8, unsigned: true }, &DataType::Int { bytes: 8, unsigned: false }));
+        assert!(fits(
+            &DataType::Int { bytes: 4, unsigned: true },
+            &DataType::Int { bytes: 8, unsigned: false }
+        ));
+        assert!(!fits(
+            &DataType::Int { bytes: 8, unsigned: true },
+            &DataType::Int { bytes: 8, unsigned: false }
+        ));
         assert!(!fits(
             &DataType::Varchar { length: 50, charset: Charset::Utf8 },
             &DataType::Varchar { length: 10, charset: Charset::Utf8 }
         ));
-        assert!(!fits(&DataType::Varchar { length: 5, charset: Charset::Utf8 }, &DataType::Int { bytes: 4, unsigned: false }));
+        assert!(!fits(
+            &DataType::Varchar { length: 5, charset: Charset::Utf8 },
+            &DataType::Int { bytes: 4, unsigned: false }
+        ));
     }
 
     #[test]
