@@ -37,7 +37,9 @@ fn init_logging() -> anyhow::Result<()> {
         .with_env_var("IDAAS_LOG")
         .from_env()
         .context("invalid IDAAS_LOG filter")?;
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    use std::io::IsTerminal;
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
     Ok(())
 }
 
