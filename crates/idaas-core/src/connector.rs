@@ -119,6 +119,9 @@ pub trait Sink: Send {
     /// Applies a source schema change (`old` to `new`) to the target table: adds and drops columns.
     async fn alter(&mut self, old: &TableSchema, new: &TableSchema, target: &TableRef) -> Result<()>;
 
+    /// Removes every row of the target table (the source table was truncated and the policy applies it).
+    async fn truncate(&mut self, target: &TableRef) -> Result<()>;
+
     /// Counts the rows of a target table (for stats and verification).
     async fn count(&self, target: &TableRef) -> Result<u64>;
 }

@@ -57,8 +57,13 @@ pub struct SourceInfo {
     pub table: Option<TableRef>,
     /// Position of the event; for a [`Op::Commit`] the position to resume after it.
     pub position: Position,
-    /// Source commit time, milliseconds since the Unix epoch.
+    /// Source commit time, milliseconds since the Unix epoch, at the resolution the source logs it (whole
+    /// seconds for MySQL/MariaDB binlogs).
     pub commit_ts_ms: Option<i64>,
+    /// When the source read the event from its log, milliseconds since the Unix epoch. The commit happened
+    /// no later than this, which bounds coarse commit timestamps for lag.
+    #[serde(default)]
+    pub read_ts_ms: Option<i64>,
     /// Source transaction id (a GTID for MariaDB).
     pub txid: Option<String>,
 }
@@ -78,6 +83,18 @@ pub struct ChangeEvent {
     pub schema: Option<Arc<TableSchema>>,
     /// For [`Op::Ddl`]: the statement as the source logged it.
     pub ddl: Option<String>,
+}
+
+impl SourceInfo {
+    /// The latest moment the source commit can have happened, in milliseconds since the Unix epoch: the
+    /// commit timestamp rounded up to its resolution (`resolution_ms`), or the read time if that is earlier.
+    pub fn commit_upper_bound_ms(&self, resolution_ms: i64) -> Option<i64> {
+        match (self.commit_ts_ms, self.read_ts_ms) {
+            (Some(c), Some(r)) => Some(r.min(c + resolution_ms - 1)),
+            (Some(c), None) => Some(c),
+            (None, r) => r,
+        }
+    }
 }
 
 impl ChangeEvent {
@@ -124,6 +141,7 @@ impl ChangeEvent {
                 "table": self.source.table.as_ref().map(|t| t.name.clone()),
                 "position": self.source.position,
                 "commit_ts_ms": self.source.commit_ts_ms,
+                "read_ts_ms": self.source.read_ts_ms,
                 "txid": self.source.txid,
             },
             "key": key,
@@ -132,5 +150,31 @@ impl ChangeEvent {
             "schema_version": self.schema.as_ref().map(|s| s.version),
             "ddl": self.ddl,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(commit: Option<i64>, read: Option<i64>) -> SourceInfo {
+        SourceInfo {
+            connection: "c".into(),
+            table: None,
+            position: Position::default(),
+            commit_ts_ms: commit,
+            read_ts_ms: read,
+            txid: None,
+        }
+    }
+
+    #[test]
+    fn coarse_commit_times_are_bounded_by_the_read_time() {
+        // Read 20 ms into the commit's second: the commit happened at most then.
+        assert_eq!(info(Some(5_000), Some(5_020)).commit_upper_bound_ms(1000), Some(5_020));
+        // Read long after (a backlog): the commit happened within its second.
+        assert_eq!(info(Some(5_000), Some(9_000)).commit_upper_bound_ms(1000), Some(5_999));
+        assert_eq!(info(None, Some(7)).commit_upper_bound_ms(1000), Some(7));
+        assert_eq!(info(Some(3), None).commit_upper_bound_ms(1000), Some(3));
     }
 }

@@ -247,6 +247,7 @@ async fn snapshot(
                     table: Some(ctx.source_table.clone()),
                     position: Position::default(),
                     commit_ts_ms: None,
+                    read_ts_ms: None,
                     txid: None,
                 },
                 before: None,
@@ -315,8 +316,9 @@ async fn stream(
                 Op::Insert | Op::Update | Op::Delete => rows.push(ev),
                 Op::Commit => {
                     commit_pos = Some(ev.source.position.clone());
-                    if ev.source.commit_ts_ms.is_some() {
-                        last_commit_ts = ev.source.commit_ts_ms;
+                    // Binlog timestamps are whole seconds: bound them by the read time.
+                    if let Some(t) = ev.source.commit_upper_bound_ms(1000) {
+                        last_commit_ts = Some(t);
                     }
                 }
                 Op::Heartbeat => {
@@ -330,7 +332,8 @@ async fn stream(
         if !rows.is_empty() {
             ctx.stats.input(rows.len() as u64, false);
             sink.write(&rows).await?;
-            let ts = last_commit_ts.or_else(|| rows.last().and_then(|r| r.source.commit_ts_ms));
+            let ts =
+                last_commit_ts.or_else(|| rows.last().and_then(|r| r.source.commit_upper_bound_ms(1000)));
             ctx.stats.output(rows.len() as u64, ts);
         } else if heartbeat {
             ctx.stats.caught_up();
@@ -354,7 +357,18 @@ async fn apply_ddl(
 ) -> Result<Arc<TableSchema>> {
     let Some(new) = ev.schema.clone() else { return Ok(old) };
     let statement = ev.ddl.clone().unwrap_or_default();
-    if new.columns == old.columns && new.primary_key == old.primary_key {
+    let truncate = statement.trim_start().to_ascii_uppercase().starts_with("TRUNCATE");
+    if truncate {
+        match ctx.spec.ddl_policy {
+            DdlPolicy::Apply => {
+                info!(table = %ctx.source_table, "source table truncated; removing the target's rows");
+                sink.truncate(&ctx.target_table).await?;
+                return Ok(new);
+            }
+            DdlPolicy::Ignore => return Ok(new),
+            DdlPolicy::Stop => {}
+        }
+    } else if new.columns == old.columns && new.primary_key == old.primary_key {
         return Ok(new);
     }
     match ctx.spec.ddl_policy {

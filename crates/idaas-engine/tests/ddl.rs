@@ -67,3 +67,12 @@ async fn stop_policy_fails_the_pipeline_with_the_statement() {
     }
     engine.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncate_is_applied_and_rows_after_it_arrive() {
+    let (pair, _dir, engine) = setup(DdlPolicy::Apply).await;
+    pair.source.sql_db("crm", "TRUNCATE TABLE t; INSERT INTO t VALUES (9,'after',9)").unwrap();
+    wait_equal_async(&pair, ("crm", "t"), ("analytics", "t"), Duration::from_secs(30)).await;
+    assert_eq!(pair.target.sql_db("analytics", "SELECT COUNT(*) FROM t").unwrap(), "1\n");
+    engine.shutdown().await;
+}

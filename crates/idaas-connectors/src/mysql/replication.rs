@@ -114,6 +114,13 @@ pub async fn stream(db: MySql, from: Position, tables: Vec<TableRef>) -> Result<
     Ok(Box::pin(futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) })))
 }
 
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 fn random_server_id(base: u32) -> u32 {
     let nanos =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
@@ -138,6 +145,7 @@ impl Reader {
             table,
             position: BinlogPosition { file: self.file.clone(), pos, gtid: self.gtid.clone() }.to_position(),
             commit_ts_ms: if ts > 0 { Some(ts as i64 * 1000) } else { None },
+            read_ts_ms: Some(now_ms()),
             txid: self.gtid.clone(),
         }
     }

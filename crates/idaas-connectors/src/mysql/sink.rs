@@ -408,6 +408,15 @@ impl Sink for MySqlSink {
         Ok(())
     }
 
+    async fn truncate(&mut self, target: &TableRef) -> Result<()> {
+        let cfg = self.db.config().clone();
+        let conn = self.conn().await?;
+        // DELETE, not TRUNCATE: it runs in a transaction and needs no DROP privilege.
+        conn.query_drop(format!("DELETE FROM {}", quote_table(target)))
+            .await
+            .map_err(|e| classify(&cfg, e, "truncate target table"))
+    }
+
     async fn count(&self, target: &TableRef) -> Result<u64> {
         let mut conn = self.db.connect().await?;
         let n: Vec<u64> =
