@@ -1,5 +1,6 @@
 //! Engine scenarios against private MariaDB servers.
 
+mod binlog;
 mod common;
 mod ddl;
 mod scenario;

@@ -2,7 +2,12 @@
 //!
 //! Streams the binlog as a replica does (`COM_REGISTER_SLAVE` + `COM_BINLOG_DUMP` from a file and position),
 //! follows rotations, and announces MariaDB's GTID capability so the server sends its own GTID events
-//! (type 162), which are decoded here: every commit carries `{file, pos, gtid}`.
+//! (type 162), which are decoded here: every commit carries `{file, pos, gtid}`, where `gtid` is the full GTID
+//! state (the last GTID of every replication domain) at that point.
+//!
+//! Resuming uses the GTID state when there is one (`@slave_connect_state`, as a MariaDB replica does): it
+//! survives purged binlog files and a switch to another server of the same replication topology. A position
+//! without GTIDs (a server that never wrote one) resumes by file and offset.
 //!
 //! Row events are decoded with the table's schema from `information_schema`; a schema change in the binlog
 //! (`ALTER TABLE` / `CREATE TABLE` / `DROP TABLE` / `RENAME TABLE` / `TRUNCATE` on a streamed table) is
@@ -42,7 +47,8 @@ pub struct BinlogPosition {
     pub file: String,
     /// Offset in the file.
     pub pos: u64,
-    /// The last GTID committed at this point (`domain-server-sequence`), when known.
+    /// The GTID state at this point: the last GTID of each domain (`domain-server-sequence`, comma
+    /// separated), when the server has written any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gtid: Option<String>,
 }
@@ -64,7 +70,6 @@ impl BinlogPosition {
 pub async fn current_position(db: &MySql) -> Result<Position> {
     let mut conn = db.connect().await?;
     let rows: Vec<mysql_async::Row> = db.query(&mut conn, "SHOW MASTER STATUS").await?;
-    let _ = conn.disconnect().await;
     let row = rows.into_iter().next().ok_or_else(|| {
         Error::new(
             ErrorKind::SourceConfig,
@@ -76,7 +81,34 @@ pub async fn current_position(db: &MySql) -> Result<Position> {
     })?;
     let file: String = row.get(0).unwrap_or_default();
     let pos: u64 = row.get(1).unwrap_or(4);
-    Ok(BinlogPosition { file, pos, gtid: None }.to_position())
+    let gtid = gtid_state_at(db, &mut conn, &file, pos).await?;
+    let _ = conn.disconnect().await;
+    Ok(BinlogPosition { file, pos, gtid }.to_position())
+}
+
+/// The GTID state at a binlog coordinate (`BINLOG_GTID_POS`), `None` when the server has no GTIDs there.
+pub async fn gtid_state_at(
+    db: &MySql,
+    conn: &mut mysql_async::Conn,
+    file: &str,
+    pos: u64,
+) -> Result<Option<String>> {
+    let sql = format!("SELECT BINLOG_GTID_POS({}, {pos})", schema::quote_str(file));
+    let rows: Vec<Option<String>> = db.query(conn, &sql).await?;
+    Ok(rows.into_iter().next().flatten().filter(|g| !g.trim().is_empty()))
+}
+
+/// Parses a GTID state `d-s-n,d-s-n` into a map by domain.
+pub fn parse_gtid_state(s: &str) -> std::collections::BTreeMap<u32, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|g| !g.is_empty())
+        .filter_map(|g| g.split('-').next().and_then(|d| d.parse().ok()).map(|d| (d, g.to_string())))
+        .collect()
+}
+
+fn format_gtid_state(state: &std::collections::BTreeMap<u32, String>) -> Option<String> {
+    if state.is_empty() { None } else { Some(state.values().cloned().collect::<Vec<_>>().join(",")) }
 }
 
 /// Starts streaming changes of `tables` after `from`.
@@ -88,23 +120,41 @@ pub async fn stream(db: MySql, from: Position, tables: Vec<TableRef>) -> Result<
         let s = schema::describe(&db, &mut query_conn, t).await?;
         schemas.insert(t.clone(), Arc::new(s));
     }
+    let gtid = match &start.gtid {
+        Some(g) if !g.trim().is_empty() => Some(g.clone()),
+        _ => gtid_state_at(&db, &mut query_conn, &start.file, start.pos).await.unwrap_or(None),
+    };
     let mut conn = db.connect().await?;
     let cfg = db.config().clone();
-    for sql in [
+    let mut setup = vec![
         // Ask MariaDB for its GTID events (capability 4 = MARIA_SLAVE_CAPABILITY_GTID).
-        "SET @mariadb_slave_capability = 4",
+        "SET @mariadb_slave_capability = 4".to_string(),
         // A heartbeat every second while idle keeps the position moving.
-        "SET @master_heartbeat_period = 1000000000",
-    ] {
-        conn.query_drop(sql).await.map_err(|e| classify(&cfg, e, sql))?;
+        "SET @master_heartbeat_period = 1000000000".to_string(),
+    ];
+    if let Some(g) = &gtid {
+        // Resume after this GTID state; the server finds the file and offset itself.
+        setup.push(format!("SET @slave_connect_state = {}", schema::quote_str(g)));
+        setup.push("SET @slave_gtid_strict_mode = 0".to_string());
+        setup.push("SET @slave_gtid_ignore_duplicates = 0".to_string());
+    }
+    for sql in &setup {
+        conn.query_drop(sql.as_str()).await.map_err(|e| classify(&cfg, e, sql))?;
     }
     let server_id = random_server_id(db.replication_server_id());
     let file = start.file.clone().into_bytes();
     let request = BinlogStreamRequest::new(server_id).with_filename(&file).with_pos(start.pos);
     let binlog = conn.get_binlog_stream(request).await.map_err(|e| classify(&cfg, e, "binlog dump"))?;
     let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
-    let reader =
-        Reader { db, query_conn, schemas, file: start.file.clone(), gtid: start.gtid.clone(), in_txn: false };
+    let reader = Reader {
+        db,
+        query_conn,
+        schemas,
+        file: start.file.clone(),
+        gtid_state: gtid.as_deref().map(parse_gtid_state).unwrap_or_default(),
+        gtid: None,
+        in_txn: false,
+    };
     tokio::spawn(async move {
         let tx2 = tx.clone();
         if let Err(e) = reader.run(binlog, tx).await {
@@ -132,6 +182,9 @@ struct Reader {
     query_conn: mysql_async::Conn,
     schemas: HashMap<TableRef, Arc<TableSchema>>,
     file: String,
+    /// The last GTID of each domain seen so far.
+    gtid_state: std::collections::BTreeMap<u32, String>,
+    /// The current transaction's GTID.
     gtid: Option<String>,
     in_txn: bool,
 }
@@ -143,7 +196,12 @@ impl Reader {
         SourceInfo {
             connection: self.db.config().alias.clone(),
             table,
-            position: BinlogPosition { file: self.file.clone(), pos, gtid: self.gtid.clone() }.to_position(),
+            position: BinlogPosition {
+                file: self.file.clone(),
+                pos,
+                gtid: format_gtid_state(&self.gtid_state),
+            }
+            .to_position(),
             commit_ts_ms: if ts > 0 { Some(ts as i64 * 1000) } else { None },
             read_ts_ms: Some(now_ms()),
             txid: self.gtid.clone(),
@@ -165,7 +223,9 @@ impl Reader {
             let end_pos = header.log_pos() as u64;
             let ts = header.timestamp();
             if header.event_type_raw() == MARIADB_GTID_EVENT {
-                self.gtid = Some(parse_mariadb_gtid(event.data(), header.server_id())?);
+                let (domain, gtid) = parse_mariadb_gtid(event.data(), header.server_id())?;
+                self.gtid_state.insert(domain, gtid.clone());
+                self.gtid = Some(gtid);
                 self.in_txn = true;
                 continue;
             }
@@ -360,13 +420,13 @@ fn same_table(a: &TableRef, b: &TableRef) -> bool {
 }
 
 /// Decodes MariaDB's GTID event body: sequence number (8 bytes LE), domain id (4 bytes LE), flags.
-pub fn parse_mariadb_gtid(data: &[u8], server_id: u32) -> Result<String> {
+pub fn parse_mariadb_gtid(data: &[u8], server_id: u32) -> Result<(u32, String)> {
     if data.len() < 13 {
         return Err(Error::internal("truncated MariaDB GTID event"));
     }
     let seq = u64::from_le_bytes(data[0..8].try_into().unwrap_or_default());
     let domain = u32::from_le_bytes(data[8..12].try_into().unwrap_or_default());
-    Ok(format!("{domain}-{server_id}-{seq}"))
+    Ok((domain, format!("{domain}-{server_id}-{seq}")))
 }
 
 /// The tables a DDL statement touches, or `None` when it is not a table DDL.
@@ -515,7 +575,10 @@ mod tests {
         let mut data = 42u64.to_le_bytes().to_vec();
         data.extend(0u32.to_le_bytes());
         data.push(0);
-        assert_eq!(parse_mariadb_gtid(&data, 7).unwrap(), "0-7-42");
+        assert_eq!(parse_mariadb_gtid(&data, 7).unwrap(), (0, "0-7-42".to_string()));
+        let state = parse_gtid_state("0-1-5, 2-7-9");
+        assert_eq!(state.get(&2).map(String::as_str), Some("2-7-9"));
+        assert_eq!(format_gtid_state(&state).as_deref(), Some("0-1-5,2-7-9"));
     }
 
     #[test]

@@ -48,7 +48,8 @@ impl MySqlSnapshot {
                 ),
             ));
         }
-        let position = BinlogPosition { file, pos, gtid: None }.to_position();
+        let gtid = super::replication::gtid_state_at(db, &mut conn, &file, pos).await?;
+        let position = BinlogPosition { file, pos, gtid }.to_position();
         Ok(MySqlSnapshot { db: db.clone(), conn, position })
     }
 }
