@@ -84,6 +84,9 @@ pub trait Source: Send + Sync {
     /// Describes one table. Errors with [`crate::ErrorKind::NotFound`] when it does not exist.
     async fn describe(&self, table: &TableRef) -> Result<TableSchema>;
 
+    /// The source's estimate of a table's row count (for progress figures; may be off by a lot).
+    async fn estimate_rows(&self, table: &TableRef) -> Result<u64>;
+
     /// The current end of the source's change log: streaming from here gives every change committed later.
     async fn current_position(&self) -> Result<Position>;
 

@@ -188,7 +188,7 @@ async fn snapshot(
         ctx.save(cp)?;
     }
     info!(table = %ctx.source_table, resume_rows = cp.snapshot_rows, "initial load starting");
-    let estimate = cp.snapshot_rows;
+    let estimate = ctx.source.estimate_rows(&ctx.source_table).await.unwrap_or(0);
     let progress = |rows: u64, done: bool| TableProgress {
         table: ctx.source_table.clone(),
         rows_copied: rows,

@@ -190,6 +190,18 @@ impl Source for MySqlSource {
         r
     }
 
+    async fn estimate_rows(&self, table: &TableRef) -> Result<u64> {
+        let mut conn = self.db.connect().await?;
+        let sql = format!(
+            "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = {} AND TABLE_NAME = {}",
+            schema::quote_str(&table.namespace),
+            schema::quote_str(&table.name)
+        );
+        let rows: Vec<Option<u64>> = self.db.query(&mut conn, &sql).await?;
+        let _ = conn.disconnect().await;
+        Ok(rows.into_iter().next().flatten().unwrap_or(0))
+    }
+
     async fn current_position(&self) -> Result<Position> {
         replication::current_position(&self.db).await
     }
