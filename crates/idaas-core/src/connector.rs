@@ -93,12 +93,14 @@ pub trait Source: Send + Sync {
     /// Opens a consistent snapshot. Each call opens a new one with its own position.
     async fn snapshot(&self) -> Result<Box<dyn SnapshotReader>>;
 
-    /// Streams the changes of `tables` committed after `from`, in commit order. Each source transaction ends
+    /// Streams the changes of `tables` committed after `from`, in commit order. `tables` are the schemas the
+    /// tables had at `from` (the caller's checkpoint); rows are decoded with them until the stream shows a
+    /// schema change. Each source transaction ends
     /// with an [`crate::Op::Commit`] event whose position is a safe place to resume from; positions of other
     /// events are informational. Row events carry the table's current [`TableSchema`]; a schema change shows
     /// as an [`crate::Op::Ddl`] event with the new schema before the first row that follows it. The stream
     /// ends only with an error (connection lost: [`crate::ErrorKind::Unreachable`]).
-    async fn stream(&self, from: &Position, tables: &[TableRef]) -> Result<ChangeStream>;
+    async fn stream(&self, from: &Position, tables: &[TableSchema]) -> Result<ChangeStream>;
 }
 
 /// A target that applies change events.
@@ -112,6 +114,10 @@ pub trait Sink: Send {
     /// type that holds its values). Errors with [`crate::ErrorKind::Incompatible`] naming the mismatch, and
     /// creates nothing in that case.
     async fn prepare(&mut self, source: &TableSchema, target: &TableRef, auto_create: bool) -> Result<()>;
+
+    /// Binds to a target table that [`Sink::prepare`] created or verified in an earlier run (a resumed
+    /// pipeline), without checking its shape again. Errors with [`crate::ErrorKind::NotFound`] when it is gone.
+    async fn attach(&mut self, source: &TableRef, target: &TableRef) -> Result<()>;
 
     /// Applies a batch of row events (insert, update, delete, snapshot-read) in one target transaction and
     /// returns only after it is committed. Events are in source order; the sink may merge events of the same

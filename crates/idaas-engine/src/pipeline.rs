@@ -50,7 +50,8 @@ pub struct Checkpoint {
     pub snapshot_last_key: Option<Row>,
     /// Rows copied by the initial load.
     pub snapshot_rows: u64,
-    /// The source schema the target follows (for schema changes across restarts).
+    /// The source table's schema at `stream_position`: the stream decodes rows with it until it shows a
+    /// schema change. Absent before the first run prepared the target.
     pub source_schema: Option<TableSchema>,
 }
 
@@ -144,22 +145,29 @@ pub async fn run(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) -> (String,
 
 async fn run_once(ctx: &Arc<Context>, stop: &mut watch::Receiver<bool>) -> Result<Outcome> {
     let mut cp = ctx.load()?;
-    let source_schema = ctx.source.describe(&ctx.source_table).await?;
+    let current = ctx.source.describe(&ctx.source_table).await?;
     let mut sink = (ctx.make_sink)();
-    // The schema the target was built for: the checkpoint's, or the source's current one on first start.
-    let mut schema = Arc::new(cp.source_schema.clone().unwrap_or_else(|| source_schema.clone()));
-    sink.prepare(&schema, &ctx.target_table, ctx.spec.auto_create).await?;
-    if cp.source_schema.is_none() {
-        cp.source_schema = Some((*schema).clone());
-    }
-    if ctx.spec.mode != SyncMode::Cdc && !cp.snapshot_done {
-        // A snapshot reads the table as it is now: bring the target to the current shape first.
-        if source_schema.columns != schema.columns {
-            sink.alter(&schema, &source_schema, &ctx.target_table).await?;
-            schema = Arc::new(source_schema.clone());
-            cp.source_schema = Some(source_schema.clone());
+    let schema = match &cp.source_schema {
+        // First run: create or verify the target.
+        None => {
+            sink.prepare(&current, &ctx.target_table, ctx.spec.auto_create).await?;
+            cp.source_schema = Some(current.clone());
+            Arc::new(current.clone())
         }
-        if let Some(o) = snapshot(ctx, &mut cp, sink.as_mut(), schema.clone(), stop).await? {
+        // Resumed: the target was prepared before; it follows the checkpoint's schema (or the policy).
+        Some(s) => {
+            sink.attach(&ctx.source_table, &ctx.target_table).await?;
+            Arc::new(s.clone())
+        }
+    };
+    if ctx.spec.mode != SyncMode::Cdc && !cp.snapshot_done {
+        // The snapshot reads the table as it is now. A schema change since the stream position is replayed
+        // by the stream later; under `apply` the target gets the new shape first so the rows fit.
+        let current = Arc::new(current);
+        if current.columns != schema.columns && ctx.spec.ddl_policy == DdlPolicy::Apply {
+            sink.alter(&schema, &current, &ctx.target_table).await?;
+        }
+        if let Some(o) = snapshot(ctx, &mut cp, sink.as_mut(), current, stop).await? {
             return Ok(o);
         }
         if ctx.spec.mode == SyncMode::Initial {
@@ -280,7 +288,7 @@ async fn stream(
     stop: &mut watch::Receiver<bool>,
 ) -> Result<Outcome> {
     let from = cp.stream_position.clone().unwrap_or_default();
-    let mut changes = ctx.source.stream(&from, std::slice::from_ref(&ctx.source_table)).await?;
+    let mut changes = ctx.source.stream(&from, std::slice::from_ref(&*schema)).await?;
     info!(position = %from.0, "streaming changes");
     loop {
         let first = tokio::select! {
@@ -369,6 +377,7 @@ async fn apply_ddl(
             DdlPolicy::Stop => {}
         }
     } else if new.columns == old.columns && new.primary_key == old.primary_key {
+        cp.source_schema = Some((*new).clone());
         return Ok(new);
     }
     match ctx.spec.ddl_policy {
@@ -393,8 +402,7 @@ async fn apply_ddl(
             ));
         }
     }
-    if ctx.spec.ddl_policy == DdlPolicy::Apply {
-        cp.source_schema = Some((*new).clone());
-    }
+    // The checkpoint saved after this batch is past the change: decode with the new schema from there.
+    cp.source_schema = Some((*new).clone());
     Ok(new)
 }

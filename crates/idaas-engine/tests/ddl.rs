@@ -76,3 +76,48 @@ async fn truncate_is_applied_and_rows_after_it_arrive() {
     assert_eq!(pair.target.sql_db("analytics", "SELECT COUNT(*) FROM t").unwrap(), "1\n");
     engine.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_change_while_stopped_is_replayed_on_resume() {
+    for policy in [DdlPolicy::Apply, DdlPolicy::Ignore] {
+        let (pair, _dir, engine) = setup(policy).await;
+        engine.stop_pipeline("p").await.unwrap();
+        pair.source
+            .sql_db("crm", "INSERT INTO t VALUES (3,'before',3); ALTER TABLE t ADD COLUMN c INT; INSERT INTO t VALUES (4,'after',4,44); UPDATE t SET a = 'upd' WHERE id = 1")
+            .unwrap();
+        engine.start_pipeline("p").await.unwrap();
+        match policy {
+            DdlPolicy::Apply => {
+                wait_synced(&engine, "p", &pair, ("crm", "t"), ("analytics", "t"), Duration::from_secs(30))
+                    .await
+            }
+            _ => {
+                let deadline = std::time::Instant::now() + Duration::from_secs(30);
+                loop {
+                    let rows = pair.target.sql_db("analytics", "SELECT * FROM t ORDER BY id").unwrap();
+                    if rows == "1\tupd\t1\n2\ty\t2\n3\tbefore\t3\n4\tafter\t4\n" {
+                        break;
+                    }
+                    let s = engine.pipeline_stats("p").unwrap();
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "target rows: {rows:?}, {:?}",
+                        s.last_error
+                    );
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+        // A restart after the change resumes with the new schema.
+        engine.stop_pipeline("p").await.unwrap();
+        pair.source.sql_db("crm", "INSERT INTO t VALUES (5,'later',5,55)").unwrap();
+        engine.start_pipeline("p").await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while pair.target.sql_db("analytics", "SELECT COUNT(*) FROM t WHERE id = 5").unwrap() != "1\n" {
+            let s = engine.pipeline_stats("p").unwrap();
+            assert!(std::time::Instant::now() < deadline, "{policy:?}: row 5 missing; {:?}", s.last_error);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        engine.shutdown().await;
+    }
+}

@@ -210,7 +210,7 @@ impl Source for MySqlSource {
         Ok(Box::new(snapshot::MySqlSnapshot::open(&self.db).await?))
     }
 
-    async fn stream(&self, from: &Position, tables: &[TableRef]) -> Result<ChangeStream> {
+    async fn stream(&self, from: &Position, tables: &[TableSchema]) -> Result<ChangeStream> {
         replication::stream(self.db.clone(), from.clone(), tables.to_vec()).await
     }
 }

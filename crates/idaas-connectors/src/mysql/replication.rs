@@ -112,14 +112,11 @@ fn format_gtid_state(state: &std::collections::BTreeMap<u32, String>) -> Option<
 }
 
 /// Starts streaming changes of `tables` after `from`.
-pub async fn stream(db: MySql, from: Position, tables: Vec<TableRef>) -> Result<ChangeStream> {
+pub async fn stream(db: MySql, from: Position, tables: Vec<TableSchema>) -> Result<ChangeStream> {
     let start = BinlogPosition::from_position(&from)?;
     let mut query_conn = db.connect().await?;
-    let mut schemas = HashMap::new();
-    for t in &tables {
-        let s = schema::describe(&db, &mut query_conn, t).await?;
-        schemas.insert(t.clone(), Arc::new(s));
-    }
+    let schemas: HashMap<TableRef, Arc<TableSchema>> =
+        tables.into_iter().map(|s| (s.table.clone(), Arc::new(s))).collect();
     let gtid = match &start.gtid {
         Some(g) if !g.trim().is_empty() => Some(g.clone()),
         _ => gtid_state_at(&db, &mut query_conn, &start.file, start.pos).await.unwrap_or(None),

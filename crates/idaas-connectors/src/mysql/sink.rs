@@ -353,6 +353,17 @@ impl Sink for MySqlSink {
         Ok(())
     }
 
+    async fn attach(&mut self, source: &TableRef, target: &TableRef) -> Result<()> {
+        let existing = self.target_schema(target).await?.ok_or_else(|| {
+            Error::new(
+                ErrorKind::NotFound,
+                format!("target table {target} no longer exists; recreate it or recreate the pipeline"),
+            )
+        })?;
+        self.remember(source, target, &existing);
+        Ok(())
+    }
+
     async fn write(&mut self, events: &[ChangeEvent]) -> Result<()> {
         let r = self.exec_batch(events).await;
         if r.is_err() {
