@@ -149,6 +149,9 @@ pub struct ColumnSchema {
     pub nullable: bool,
     /// The default as the source prints it (an SQL expression or literal), if any.
     pub default: Option<String>,
+    /// The collation of a text column (`utf8mb4_bin`), which decides which values are equal as keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collation: Option<String>,
 }
 
 /// A table's name: database (MySQL) or database + schema (PostgreSQL), and table.

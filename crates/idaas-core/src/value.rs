@@ -97,6 +97,7 @@ pub enum Value {
     /// A signed integer of any width up to 64 bits.
     Int(i64),
     /// An unsigned integer of any width up to 64 bits.
+    #[serde(rename = "uint")]
     UInt(u64),
     /// A single-precision float (MySQL `FLOAT`).
     Float(f32),
@@ -114,6 +115,7 @@ pub enum Value {
     /// A time of day or duration.
     Time(Time),
     /// A date and time without a time zone.
+    #[serde(rename = "datetime")]
     DateTime(DateTime),
     /// An instant: microseconds since 1970-01-01 00:00:00 UTC (MySQL `TIMESTAMP`, PostgreSQL `timestamptz`).
     /// MySQL's zero timestamp is carried as [`Value::ZeroTimestamp`].
@@ -130,7 +132,8 @@ pub enum Value {
     Set(Vec<String>),
     /// A bit string (MySQL `BIT(n)`, n up to 64) as the unsigned number its bits spell.
     Bit(u64),
-    /// A UUID.
+    /// A UUID, in JSON as its hyphenated lowercase text.
+    #[serde(with = "uuid_text")]
     Uuid([u8; 16]),
     /// An array.
     Array(Vec<Value>),
@@ -217,6 +220,28 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
+mod uuid_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8; 16], s: S) -> Result<S::Ok, S::Error> {
+        let h: String = v.iter().map(|b| format!("{b:02x}")).collect();
+        s.serialize_str(&format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32]))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 16], D::Error> {
+        let s = String::deserialize(d)?;
+        let hex: String = s.chars().filter(|c| *c != '-').collect();
+        if hex.len() != 32 {
+            return Err(serde::de::Error::custom("a UUID has 32 hex digits"));
+        }
+        let mut out = [0u8; 16];
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(serde::de::Error::custom)?;
+        }
+        Ok(out)
+    }
+}
+
 mod b64 {
     use base64::Engine;
     use base64::engine::general_purpose::STANDARD;
@@ -253,6 +278,13 @@ mod tests {
         assert_eq!(json, r#"{"type":"decimal","value":"-12.3400"}"#);
         let back: Value = serde_json::from_str(&json).unwrap();
         assert_eq!(back, v);
+        let u = Value::Uuid([
+            0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff,
+        ]);
+        let json = serde_json::to_string(&u).unwrap();
+        assert_eq!(json, r#"{"type":"uuid","value":"00112233-4455-6677-8899-aabbccddeeff"}"#);
+        assert_eq!(serde_json::from_str::<Value>(&json).unwrap(), u);
+        assert_eq!(serde_json::to_string(&Value::UInt(1)).unwrap(), r#"{"type":"uint","value":1}"#);
         let b = Value::Bytes(vec![0, 255, 10]);
         let back: Value = serde_json::from_str(&serde_json::to_string(&b).unwrap()).unwrap();
         assert_eq!(back, b);

@@ -302,6 +302,37 @@ impl Engine {
                 ),
             ));
         }
+        if spec.mode != SyncMode::Initial {
+            let mut refused = Vec::new();
+            for c in &schema.columns {
+                let charset = match &c.data_type {
+                    idaas_core::DataType::Char { charset, .. }
+                    | idaas_core::DataType::Varchar { charset, .. }
+                    | idaas_core::DataType::Text { charset, .. } => Some(*charset),
+                    _ => None,
+                };
+                if charset == Some(idaas_core::Charset::Other) {
+                    refused.push(format!(
+                        "column '{}' ({}) uses a character set the binlog decoder does not read (utf8mb4, \
+                         utf8mb3, latin1 and ascii are supported); convert it to utf8mb4",
+                        c.name, c.source_type
+                    ));
+                }
+                if c.data_type == idaas_core::DataType::Uuid {
+                    refused.push(format!(
+                        "column '{}' has MariaDB's UUID type, whose binlog form is not decoded yet; use \
+                         mode 'initial', or store it as CHAR(36)",
+                        c.name
+                    ));
+                }
+            }
+            if !refused.is_empty() {
+                return Err(Error::new(
+                    ErrorKind::Unsupported,
+                    format!("source table {source_table} cannot be streamed: {}", refused.join("; ")),
+                ));
+            }
+        }
         if sc.alias == tc.alias && source_table == target_table {
             return Err(Error::invalid("the source and target are the same table"));
         }

@@ -50,3 +50,38 @@ async fn customer_table_is_copied_then_followed() {
     assert!(stats.lag_ms.is_some());
     engine.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collations_and_character_sets_are_copied() {
+    let pair = Arc::new(pair());
+    pair.source
+        .sql_db(
+            "crm",
+            "CREATE TABLE k (code VARCHAR(10) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin PRIMARY KEY, \
+             v VARCHAR(20) CHARACTER SET utf8mb3, l TEXT CHARACTER SET latin1 COLLATE latin1_bin); \
+             INSERT INTO k VALUES ('a', 'lower', 'é'), ('A', 'upper', 'É')",
+        )
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path()).await;
+    engine.create_connection(conn_spec("src", &pair.source, "crm")).await.unwrap();
+    engine.create_connection(conn_spec("tgt", &pair.target, "analytics")).await.unwrap();
+    engine.create_pipeline(pipeline_spec("p", "k", "k")).await.unwrap();
+    pair.source
+        .sql_db(
+            "crm",
+            "INSERT INTO k VALUES ('b', 'x', 'ü'), ('B', 'y', 'Ü'); UPDATE k SET v = 'A!' WHERE code = 'A'",
+        )
+        .unwrap();
+    wait_synced(&engine, "p", &pair, ("crm", "k"), ("analytics", "k"), Duration::from_secs(60)).await;
+    let cols = pair
+        .target
+        .sql_db(
+            "analytics",
+            "SELECT GROUP_CONCAT(CONCAT(COLUMN_NAME, ':', COLLATION_NAME) ORDER BY ORDINAL_POSITION) \
+             FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = 'analytics' AND TABLE_NAME = 'k'",
+        )
+        .unwrap();
+    assert_eq!(cols.trim(), "code:utf8mb4_bin,v:utf8mb3_general_ci,l:latin1_bin");
+    engine.shutdown().await;
+}

@@ -367,6 +367,7 @@ fn schemas() -> Value {
                 "source_type": string("The source's declaration, e.g. `decimal(12,2) unsigned`."),
                 "nullable": boolean("True when NULL is allowed."),
                 "default": nullable_string("The default as the source prints it, if any."),
+                "collation": string("Collation of a text column (decides which values are equal as keys); absent for other types."),
             }),
             &["name", "data_type", "source_type", "nullable", "default"],
             false,
@@ -792,6 +793,7 @@ mod tests {
                 source_type: "x".into(),
                 nullable: i % 2 == 0,
                 default: (i % 3 == 0).then(|| "0".into()),
+                collation: None,
             })
             .collect();
         let schema = TableSchema {

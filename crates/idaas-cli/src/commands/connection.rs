@@ -285,6 +285,7 @@ mod tests {
                     source_type: source_type.into(),
                     nullable,
                     default: default.map(Into::into),
+                    collation: None,
                 }
             };
         let schema = TableSchema {

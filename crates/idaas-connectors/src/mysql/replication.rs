@@ -257,14 +257,13 @@ impl Reader {
                     let upper = sql.to_ascii_uppercase();
                     if upper == "BEGIN" || upper.starts_with("XA START") {
                         self.in_txn = true;
-                    } else if upper == "COMMIT"
-                        || upper.starts_with("XA COMMIT")
-                        || upper.starts_with("XA END")
-                    {
+                    } else if upper == "COMMIT" || upper.starts_with("XA COMMIT") {
                         self.in_txn = false;
                         self.commit(&tx, end_pos, ts).await?;
                     } else if upper == "ROLLBACK" {
                         self.in_txn = false;
+                    } else if upper.starts_with("XA END") || upper.starts_with("XA PREPARE") {
+                        // Part of an XA transaction: its commit comes later.
                     } else if upper.starts_with("SAVEPOINT")
                         || upper.starts_with("ROLLBACK TO")
                         || upper.starts_with("RELEASE SAVEPOINT")

@@ -52,11 +52,12 @@ pub async fn describe(db: &MySql, conn: &mut Conn, table: &TableRef) -> Result<T
             ),
         ));
     }
-    let charsets: Vec<(String, Option<String>, Option<u64>)> = db
+    let charsets: Vec<(String, Option<String>, Option<u64>, Option<String>)> = db
         .query(
             conn,
             &format!(
-                "SELECT COLUMN_NAME, CHARACTER_SET_NAME, CHARACTER_MAXIMUM_LENGTH FROM information_schema.COLUMNS \
+                "SELECT COLUMN_NAME, CHARACTER_SET_NAME, CHARACTER_MAXIMUM_LENGTH, COLLATION_NAME \
+                 FROM information_schema.COLUMNS \
                  WHERE TABLE_SCHEMA = {} AND TABLE_NAME = {} ORDER BY ORDINAL_POSITION",
                 quote_str(&table.namespace),
                 quote_str(&table.name)
@@ -91,10 +92,11 @@ pub async fn describe(db: &MySql, conn: &mut Conn, table: &TableRef) -> Result<T
     for (i, (name, data_type, column_type, nullable, default, precision, scale, dt_precision)) in
         cols.into_iter().enumerate()
     {
-        let (charset_name, char_len) =
-            charsets.get(i).map(|(_, c, l)| (c.clone(), *l)).unwrap_or((None, None));
+        let (charset_name, char_len, collation) =
+            charsets.get(i).map(|(_, c, l, k)| (c.clone(), *l, k.clone())).unwrap_or((None, None, None));
         let is_json = data_type.eq_ignore_ascii_case("json")
             || checks.iter().any(|c| c.replace(' ', "") == format!("json_valid({})", quote_ident(&name)));
+        let dt_is_text = !is_json && charset_name.is_some();
         let dt = if is_json {
             DataType::Json
         } else {
@@ -114,6 +116,7 @@ pub async fn describe(db: &MySql, conn: &mut Conn, table: &TableRef) -> Result<T
             source_type: column_type,
             nullable: nullable.eq_ignore_ascii_case("YES"),
             default: default.filter(|d| !d.eq_ignore_ascii_case("NULL")),
+            collation: if dt_is_text { collation } else { None },
         });
     }
     Ok(TableSchema { table: table.clone(), columns, primary_key: pk, version: 1 })

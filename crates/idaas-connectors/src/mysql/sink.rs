@@ -138,7 +138,7 @@ impl MySqlSink {
             }
         }
         let cfg = self.db.config().clone();
-        let mut plan: Vec<(String, Vec<mysql_async::Value>)> = Vec::new();
+        let mut plan: Vec<(String, Vec<mysql_async::Value>, String)> = Vec::new();
         for (table, schema, rows) in &deletes {
             let target = self.target_for(table)?;
             let key_cols: Vec<&ColumnSchema> =
@@ -156,7 +156,7 @@ impl MySqlSink {
                 let sql = format!("DELETE FROM {} WHERE {cond}", quote_table(&target.table));
                 let params =
                     chunk.iter().flat_map(|r| keyidx.iter().map(|i| types::to_param(&r[*i]))).collect();
-                plan.push((sql, params));
+                plan.push((sql, params, format!("delete from {}", target.table)));
             }
         }
         for (table, schema, rows) in &upserts {
@@ -190,15 +190,15 @@ impl MySqlSink {
                 );
                 let params =
                     chunk.iter().flat_map(|r| cols.iter().map(|(i, _)| types::to_param(&r[*i]))).collect();
-                plan.push((sql, params));
+                plan.push((sql, params, format!("write to {}", target.table)));
             }
         }
         let conn = self.conn().await?;
         conn.query_drop("BEGIN").await.map_err(|e| classify(&cfg, e, "begin"))?;
-        for (sql, params) in plan {
+        for (sql, params, what) in plan {
             conn.exec_drop(sql.as_str(), mysql_async::Params::Positional(params))
                 .await
-                .map_err(|e| classify(&cfg, e, "write batch"))?;
+                .map_err(|e| classify(&cfg, e, &what))?;
         }
         conn.query_drop("COMMIT").await.map_err(|e| classify(&cfg, e, "commit"))?;
         Ok(())
@@ -257,6 +257,16 @@ pub fn shape_problems(source: &TableSchema, target: &TableSchema) -> Vec<String>
                     problems.push(format!(
                         "column '{}' is {} in the target but {} in the source",
                         c.name, t.source_type, c.source_type
+                    ));
+                }
+                let key = source.primary_key.iter().any(|k| k.eq_ignore_ascii_case(&c.name));
+                if key && c.collation.is_some() && t.collation.is_some() && c.collation != t.collation {
+                    problems.push(format!(
+                        "key column '{}' compares text with collation {} in the target but {} in the source, so \
+                         distinct source keys could merge",
+                        c.name,
+                        t.collation.as_deref().unwrap_or_default(),
+                        c.collation.as_deref().unwrap_or_default()
                     ));
                 }
                 if c.nullable && !t.nullable {

@@ -311,11 +311,18 @@ pub fn format_uuid(u: &[u8; 16]) -> String {
     format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
 }
 
-fn charset_clause(c: Charset) -> &'static str {
+fn charset_clause(c: Charset, collation: Option<&str>) -> String {
+    // The source's collation decides which key values are equal; copy it (its prefix names the charset).
+    if let Some(coll) = collation
+        && let Some((cs, _)) = coll.split_once('_')
+        && coll.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+    {
+        return format!(" CHARACTER SET {cs} COLLATE {coll}");
+    }
     match c {
-        Charset::Latin1 => " CHARACTER SET latin1",
-        Charset::Ascii => " CHARACTER SET ascii",
-        _ => " CHARACTER SET utf8mb4",
+        Charset::Latin1 => " CHARACTER SET latin1".into(),
+        Charset::Ascii => " CHARACTER SET ascii".into(),
+        _ => " CHARACTER SET utf8mb4".into(),
     }
 }
 
@@ -350,8 +357,12 @@ pub fn ddl_type(table: &str, col: &ColumnSchema) -> Result<String> {
         }
         DataType::Float => "FLOAT".into(),
         DataType::Double => "DOUBLE".into(),
-        DataType::Char { length, charset } => format!("CHAR({length}){}", charset_clause(*charset)),
-        DataType::Varchar { length, charset } => format!("VARCHAR({length}){}", charset_clause(*charset)),
+        DataType::Char { length, charset } => {
+            format!("CHAR({length}){}", charset_clause(*charset, col.collation.as_deref()))
+        }
+        DataType::Varchar { length, charset } => {
+            format!("VARCHAR({length}){}", charset_clause(*charset, col.collation.as_deref()))
+        }
         DataType::Text { max_bytes, charset } => format!(
             "{}{}",
             match max_bytes {
@@ -360,7 +371,7 @@ pub fn ddl_type(table: &str, col: &ColumnSchema) -> Result<String> {
                 65_536..=16_777_215 => "MEDIUMTEXT",
                 _ => "LONGTEXT",
             },
-            charset_clause(*charset)
+            charset_clause(*charset, col.collation.as_deref())
         ),
         DataType::Binary { length } => format!("BINARY({length})"),
         DataType::Varbinary { length } => format!("VARBINARY({length})"),
@@ -408,6 +419,16 @@ pub fn column_def(table: &str, col: &ColumnSchema) -> Result<String> {
     Ok(format!("{} {ty}{null}", quote_ident(&col.name)))
 }
 
+/// True when text in charset `source` can be stored in charset `target` without loss.
+fn charset_holds(source: Charset, target: Charset) -> bool {
+    match (source, target) {
+        (a, b) if a == b => true,
+        (Charset::Ascii, _) => true,
+        (Charset::Latin1, Charset::Utf8) => true,
+        _ => false,
+    }
+}
+
 /// True when a target column declared `target` can hold every value of a source column declared `source`.
 pub fn fits(source: &DataType, target: &DataType) -> bool {
     use DataType::*;
@@ -421,22 +442,40 @@ pub fn fits(source: &DataType, target: &DataType) -> bool {
             let (tmin, tmax) = int_range(*tb, *tu);
             tmin <= smin && smax <= tmax
         }
-        (Int { .. } | Bool, Decimal { .. }) => true,
+        (Int { bytes, unsigned }, Decimal { precision, scale, .. }) => {
+            let digits = match (bytes, unsigned) {
+                (1, _) => 3,
+                (2, _) => 5,
+                (3, false) => 7,
+                (3, true) => 8,
+                (4, _) => 10,
+                (_, false) => 19,
+                (_, true) => 20,
+            };
+            precision.saturating_sub(*scale) >= digits
+        }
+        (Bool, Decimal { .. }) => true,
         (Bool, Int { .. }) | (Bool, Bool) => true,
         (Decimal { precision: sp, scale: ss, .. }, Decimal { precision: tp, scale: ts, .. }) => {
             ts >= ss && (tp - ts) >= (sp.saturating_sub(*ss))
         }
         (Float, Float | Double) | (Double, Double) => true,
         (
-            Char { length: sl, .. } | Varchar { length: sl, .. },
-            Char { length: tl, .. } | Varchar { length: tl, .. },
-        ) => tl >= sl,
-        (Char { .. } | Varchar { .. } | Text { .. }, Text { .. }) => true,
+            Char { length: sl, charset: sc } | Varchar { length: sl, charset: sc },
+            Char { length: tl, charset: tc } | Varchar { length: tl, charset: tc },
+        ) => tl >= sl && charset_holds(*sc, *tc),
+        (Char { length, charset: sc } | Varchar { length, charset: sc }, Text { max_bytes, charset: tc }) => {
+            *max_bytes >= *length as u64 * 4 && charset_holds(*sc, *tc)
+        }
+        (Text { max_bytes: s, charset: sc }, Text { max_bytes: t, charset: tc }) => {
+            t >= s && charset_holds(*sc, *tc)
+        }
         (
             Binary { length: sl } | Varbinary { length: sl },
             Binary { length: tl } | Varbinary { length: tl },
         ) => tl >= sl,
-        (Binary { .. } | Varbinary { .. } | Blob { .. }, Blob { .. }) => true,
+        (Binary { length } | Varbinary { length }, Blob { max_bytes }) => *max_bytes >= *length as u64,
+        (Blob { max_bytes: s }, Blob { max_bytes: t }) => t >= s,
         (Date, Date | DateTime { .. }) => true,
         (Time { fsp: s }, Time { fsp: t }) | (DateTime { fsp: s }, DateTime { fsp: t }) => t >= s,
         (Timestamp { fsp: s }, Timestamp { fsp: t }) => t >= s,
@@ -444,8 +483,10 @@ pub fn fits(source: &DataType, target: &DataType) -> bool {
         (Enum { labels: s }, Enum { labels: t }) => s.iter().all(|l| t.contains(l)),
         (Set { members: s }, Set { members: t }) => s.iter().all(|l| t.contains(l)),
         (Bit { bits: s }, Bit { bits: t }) => t >= s,
-        (Json, Json | Text { .. }) => true,
-        (Uuid, Uuid | Char { .. } | Varchar { .. }) => true,
+        (Json, Json) => true,
+        (Json, Text { max_bytes, charset }) => *max_bytes >= 4_294_967_295 && *charset == Charset::Utf8,
+        (Uuid, Uuid) => true,
+        (Uuid, Char { length, .. } | Varchar { length, .. }) => *length >= 36,
         (a, b) => a == b,
     }
 }
@@ -461,6 +502,7 @@ mod tests {
             source_type: "t".into(),
             nullable: true,
             default: None,
+            collation: None,
         }
     }
 
@@ -486,6 +528,22 @@ mod tests {
 
     #[test]
     fn shapes_fit_by_range() {
+        assert!(!fits(
+            &DataType::Varchar { length: 5, charset: Charset::Utf8 },
+            &DataType::Varchar { length: 5, charset: Charset::Latin1 }
+        ));
+        assert!(fits(
+            &DataType::Varchar { length: 5, charset: Charset::Latin1 },
+            &DataType::Varchar { length: 5, charset: Charset::Utf8 }
+        ));
+        assert!(!fits(
+            &DataType::Text { max_bytes: 65_535, charset: Charset::Utf8 },
+            &DataType::Text { max_bytes: 255, charset: Charset::Utf8 }
+        ));
+        assert!(!fits(
+            &DataType::Int { bytes: 8, unsigned: false },
+            &DataType::Decimal { precision: 10, scale: 0, unsigned: false }
+        ));
         assert!(fits(
             &DataType::Int { bytes: 4, unsigned: true },
             &DataType::Int { bytes: 8, unsigned: false }
