@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod checkpoint;
 pub mod pipeline;
 pub mod stats;
 
@@ -365,6 +366,15 @@ impl Engine {
         let target_db = mysql_of(&tc)?;
         let make_sink: Arc<dyn Fn() -> Box<dyn Sink> + Send + Sync> =
             Arc::new(move || Box::new(MySqlSink::new(target_db.clone())) as Box<dyn Sink>);
+        let stats = self.stats_of(&p.alias);
+        let on_saved = {
+            let stats = stats.clone();
+            Box::new(move |cp: &serde_json::Value| {
+                if let Some(p) = cp.get("stream_position").filter(|p| !p.is_null()) {
+                    stats.set_checkpoint(p.clone());
+                }
+            })
+        };
         Ok(Context {
             spec,
             source_table,
@@ -372,7 +382,8 @@ impl Engine {
             source,
             make_sink,
             store: self.store.clone(),
-            stats: self.stats_of(&p.alias),
+            checkpoints: checkpoint::CheckpointWriter::new(self.store.clone(), p.alias.clone(), on_saved),
+            stats,
         })
     }
 

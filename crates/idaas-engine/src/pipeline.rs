@@ -21,7 +21,8 @@
 //! definite ones stop the pipeline with the error in its stats.
 
 use crate::api::{DdlPolicy, PipelineSpec, SyncMode, TableProgress};
-use crate::stats::{Stats, now_rfc3339};
+use crate::checkpoint::CheckpointWriter;
+use crate::stats::Stats;
 use futures::{FutureExt, StreamExt};
 use idaas_core::{
     ChangeEvent, Error, ErrorKind, Op, Position, Result, RetryPolicy, Row, Sink, SourceInfo, TableRef,
@@ -71,6 +72,8 @@ pub struct Context {
     pub store: Arc<Store>,
     /// Live figures.
     pub stats: Arc<Stats>,
+    /// Saves checkpoints off the write path.
+    pub checkpoints: CheckpointWriter,
 }
 
 /// How a run ended without error.
@@ -84,14 +87,18 @@ fn store_err(e: idaas_store::StoreError) -> Error {
 }
 
 impl Context {
+    /// Hands a checkpoint to the writer thread (it is covered by a target commit already).
     fn save(&self, cp: &Checkpoint) -> Result<()> {
         let json =
             serde_json::to_value(cp).map_err(|e| Error::with_cause(ErrorKind::Internal, "checkpoint", e))?;
-        self.store.save_checkpoint(&self.spec.alias, &json, &now_rfc3339()).map_err(store_err)?;
-        if let Some(p) = &cp.stream_position {
-            self.stats.set_checkpoint(p.0.clone());
-        }
-        Ok(())
+        self.checkpoints.save(json)
+    }
+
+    /// Saves a checkpoint and waits until it is durable.
+    fn save_now(&self, cp: &Checkpoint) -> Result<()> {
+        let json =
+            serde_json::to_value(cp).map_err(|e| Error::with_cause(ErrorKind::Internal, "checkpoint", e))?;
+        self.checkpoints.save_now(json)
     }
 
     fn load(&self) -> Result<Checkpoint> {
@@ -177,7 +184,7 @@ async fn run_once(ctx: &Arc<Context>, stop: &mut watch::Receiver<bool>) -> Resul
     if cp.stream_position.is_none() {
         cp.stream_position = Some(ctx.source.current_position().await?);
         cp.snapshot_done = true;
-        ctx.save(&cp)?;
+        ctx.save_now(&cp)?;
     }
     ctx.stats.set_error(None);
     stream(ctx, &mut cp, sink.as_mut(), schema, stop).await
@@ -192,8 +199,9 @@ async fn snapshot(
 ) -> Result<Option<Outcome>> {
     let reader = ctx.source.snapshot().await?;
     if cp.stream_position.is_none() {
+        // Durable before the first row is written: every later change is replayed from here.
         cp.stream_position = Some(reader.position().clone());
-        ctx.save(cp)?;
+        ctx.save_now(cp)?;
     }
     info!(table = %ctx.source_table, resume_rows = cp.snapshot_rows, "initial load starting");
     let estimate = ctx.source.estimate_rows(&ctx.source_table).await.unwrap_or(0);

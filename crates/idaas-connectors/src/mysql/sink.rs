@@ -25,7 +25,7 @@ use std::collections::HashMap;
 /// Largest number of rows in one statement.
 const MAX_ROWS_PER_STATEMENT: usize = 256;
 /// Statement sizes used, so the statement cache stays small.
-const CHUNK_SIZES: [usize; 5] = [256, 64, 16, 4, 1];
+const CHUNK_SIZES: [usize; 9] = [256, 128, 64, 32, 16, 8, 4, 2, 1];
 
 struct Target {
     table: TableRef,
@@ -455,7 +455,7 @@ mod tests {
     fn chunks_use_few_statement_sizes() {
         let rows: Vec<u32> = (0..300).collect();
         let sizes: Vec<usize> = chunks(&rows, 256).iter().map(|c| c.len()).collect();
-        assert_eq!(sizes, vec![256, 16, 16, 4, 4, 4]);
+        assert_eq!(sizes, vec![256, 32, 8, 4]);
         assert_eq!(sizes.iter().sum::<usize>(), 300);
         let sizes: Vec<usize> = chunks(&rows[..70], 10).iter().map(|c| c.len()).collect();
         assert!(sizes.iter().all(|s| *s <= 10));
