@@ -52,7 +52,8 @@ pub async fn describe(db: &MySql, conn: &mut Conn, table: &TableRef) -> Result<T
             ),
         ));
     }
-    let charsets: Vec<(String, Option<String>, Option<u64>, Option<String>)> = db
+    type CharsetRow = (String, Option<String>, Option<u64>, Option<String>);
+    let charsets: Vec<CharsetRow> = db
         .query(
             conn,
             &format!(
