@@ -168,3 +168,73 @@ fn binlog_off_unknown_table_and_incompatible_target_create_nothing() {
     let cols = target.sql("SELECT COUNT(*) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA='analyticaldb' AND TABLE_NAME='bad'").unwrap();
     assert_eq!(cols, "2\n", "the existing target is left untouched");
 }
+
+#[test]
+fn check_names_every_missing_setting_and_privilege() {
+    let source = MariaDb::start_with(MariaDbOptions {
+        binlog_format: "STATEMENT".into(),
+        binlog_row_image: "MINIMAL".into(),
+        ..Default::default()
+    })
+    .unwrap();
+    let (_, target) = crm_pair();
+    source
+        .sql(
+            "CREATE DATABASE crm; CREATE TABLE crm.t (id INT PRIMARY KEY); \
+             CREATE USER weak@'%' IDENTIFIED BY 'weak-pw'; GRANT SELECT ON crm.* TO weak@'%';",
+        )
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let (status, body) = server.api(
+        "POST",
+        "/api/v1/connections",
+        Some(json!({"alias": "weak", "type": "mysql", "host": "127.0.0.1", "port": source.port(),
+                    "user": "weak", "password": "weak-pw", "database": "crm"})),
+    );
+    assert_eq!(status, 201, "{body}");
+    create_connection(&server, "tgt", &target, "analyticaldb");
+
+    let (status, report) = server.api("POST", "/api/v1/connections/weak/test", None);
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["ok"], false);
+    let item = |name: &str| {
+        report["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} in {report}"))
+    };
+    assert_eq!(item("log_bin")["ok"], true);
+    assert_eq!(item("binlog_format")["ok"], false);
+    assert!(item("binlog_format")["detail"].as_str().unwrap().contains("STATEMENT"));
+    assert_eq!(item("binlog_row_image")["ok"], false);
+    assert!(item("binlog_row_image")["detail"].as_str().unwrap().contains("MINIMAL"));
+    assert_eq!(item("privilege REPLICATION SLAVE")["ok"], false);
+    assert!(
+        item("privilege REPLICATION SLAVE")["detail"].as_str().unwrap().contains("GRANT REPLICATION SLAVE")
+    );
+    assert_eq!(item("privilege REPLICATION CLIENT")["ok"], false);
+    assert_eq!(item("privilege SELECT")["ok"], true);
+
+    let out = server.cli(&["connection", "test", "weak"]);
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("binlog_format is STATEMENT") && text.contains("REPLICATION CLIENT"), "{text}");
+
+    let body = json!({"alias": "p", "source": {"connection": "weak", "table": "t"},
+                      "target": {"connection": "tgt", "table": "t"}, "auto_create": true});
+    let (status, body) = server.api("POST", "/api/v1/pipelines", Some(body));
+    assert_eq!(status, 422, "{body}");
+    let msg = body["error"]["message"].as_str().unwrap();
+    for w in ["binlog_format", "binlog_row_image", "REPLICATION SLAVE", "REPLICATION CLIENT"] {
+        assert!(msg.contains(w), "{msg} lacks {w}");
+    }
+    // A one-off copy needs only SELECT.
+    let body = json!({"alias": "copy", "source": {"connection": "weak", "table": "t"},
+                      "target": {"connection": "tgt", "table": "t"}, "auto_create": true, "mode": "initial"});
+    let (status, body) = server.api("POST", "/api/v1/pipelines", Some(body));
+    assert_eq!(status, 201, "{body}");
+}

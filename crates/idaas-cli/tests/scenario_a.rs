@@ -18,6 +18,18 @@ fn scenario_a_initial_load_then_cdc_with_every_type() {
     assert!(listed.contains("mysql_crm_db") && listed.contains("mysql_analytical_db"), "{listed}");
     assert!(!listed.contains(source.password()), "password leaked into the listing");
 
+    let tables = server.cli_ok(&["connection", "tables", "mysql_crm_db"]);
+    assert!(tables.contains("Customer"), "{tables}");
+    let desc = server.cli_ok(&["--json", "connection", "describe", "mysql_crm_db", "Customer"]);
+    let desc: serde_json::Value = serde_json::from_str(&desc).unwrap();
+    assert_eq!(desc["primary_key"], serde_json::json!(["id"]));
+    assert_eq!(desc["columns"].as_array().unwrap().len(), 42);
+    let col = |n: &str| desc["columns"].as_array().unwrap().iter().find(|c| c["name"] == n).unwrap().clone();
+    assert_eq!(col("t_big_u")["data_type"], serde_json::json!({"kind": "int", "bytes": 8, "unsigned": true}));
+    assert_eq!(col("t_json")["data_type"]["kind"], "json");
+    assert_eq!(col("name")["nullable"], false);
+    assert_eq!(col("t_datetime6")["source_type"], "datetime(6)");
+
     server.cli_ok(&[
         "pipeline",
         "create",
