@@ -311,17 +311,23 @@ async fn stream(
         // the new one.
         let mut open = first.op != Op::Ddl;
         let mut pending = vec![first];
-        while open && pending.len() < MAX_BATCH_EVENTS {
-            match changes.next().now_or_never() {
-                Some(Some(ev)) => {
-                    let ev = ev?;
-                    open = ev.op != Op::Ddl;
-                    pending.push(ev);
+        // Take everything already buffered. Tokio's cooperative budget would make the channel look empty
+        // after 128 receives in one poll and cap every batch there; the drain does not wait, so it runs
+        // outside the budget.
+        tokio::task::unconstrained(async {
+            while open && pending.len() < MAX_BATCH_EVENTS {
+                match changes.next().now_or_never() {
+                    Some(Some(ev)) => {
+                        let ev = ev?;
+                        open = ev.op != Op::Ddl;
+                        pending.push(ev);
+                    }
+                    Some(None) | None => break,
                 }
-                Some(None) => break,
-                None => break,
             }
-        }
+            Ok::<(), Error>(())
+        })
+        .await?;
         let mut rows: Vec<ChangeEvent> = Vec::new();
         let mut commit_pos: Option<Position> = None;
         let mut last_commit_ts: Option<i64> = None;
@@ -347,7 +353,9 @@ async fn stream(
         }
         if !rows.is_empty() {
             ctx.stats.input(rows.len() as u64, false);
+            let started = std::time::Instant::now();
             sink.write(&rows).await?;
+            tracing::debug!(events = rows.len(), write_ms = started.elapsed().as_secs_f64() * 1e3, "batch written");
             let ts =
                 last_commit_ts.or_else(|| rows.last().and_then(|r| r.source.commit_upper_bound_ms(1000)));
             ctx.stats.output(rows.len() as u64, ts);

@@ -38,7 +38,7 @@ use tokio::sync::mpsc;
 /// MariaDB's GTID event type.
 const MARIADB_GTID_EVENT: u8 = 162;
 /// Bound of the channel between the binlog reader and the engine: back-pressure for large transactions.
-const CHANNEL_CAPACITY: usize = 4096;
+const CHANNEL_CAPACITY: usize = 16_384;
 
 /// A binlog coordinate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
