@@ -231,7 +231,7 @@ mod uuid_text {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 16], D::Error> {
         let s = String::deserialize(d)?;
         let hex: String = s.chars().filter(|c| *c != '-').collect();
-        if hex.len() != 32 {
+        if hex.len() != 32 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
             return Err(serde::de::Error::custom("a UUID has 32 hex digits"));
         }
         let mut out = [0u8; 16];

@@ -89,6 +89,18 @@ impl CheckpointWriter {
         self.submit(cp).map(|_| ())
     }
 
+    /// Waits until every checkpoint handed over so far is durable.
+    pub fn flush(&self) -> Result<()> {
+        let mut st = lock(&self.shared);
+        while st.saved_seq < st.next_seq {
+            if let Some(e) = st.error.take() {
+                return Err(Error::new(ErrorKind::Internal, e));
+            }
+            st = self.shared.1.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        Ok(())
+    }
+
     /// Hands over a checkpoint and waits until it (or a newer one) is durable.
     pub fn save_now(&self, cp: serde_json::Value) -> Result<()> {
         let seq = self.submit(cp)?;

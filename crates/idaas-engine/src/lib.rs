@@ -264,6 +264,7 @@ impl Engine {
             &["privilege SELECT"]
         } else {
             &[
+                "server",
                 "log_bin",
                 "binlog_format",
                 "binlog_row_image",

@@ -151,6 +151,8 @@ pub async fn run(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) -> (String,
 }
 
 async fn run_once(ctx: &Arc<Context>, stop: &mut watch::Receiver<bool>) -> Result<Outcome> {
+    // A retry resumes from the newest checkpoint: let the writer finish what it holds first.
+    ctx.checkpoints.flush()?;
     let mut cp = ctx.load()?;
     let current = ctx.source.describe(&ctx.source_table).await?;
     let mut sink = (ctx.make_sink)();
@@ -355,7 +357,11 @@ async fn stream(
             ctx.stats.input(rows.len() as u64, false);
             let started = std::time::Instant::now();
             sink.write(&rows).await?;
-            tracing::debug!(events = rows.len(), write_ms = started.elapsed().as_secs_f64() * 1e3, "batch written");
+            tracing::debug!(
+                events = rows.len(),
+                write_ms = started.elapsed().as_secs_f64() * 1e3,
+                "batch written"
+            );
             let ts =
                 last_commit_ts.or_else(|| rows.last().and_then(|r| r.source.commit_upper_bound_ms(1000)));
             ctx.stats.output(rows.len() as u64, ts);
@@ -387,9 +393,13 @@ async fn apply_ddl(
             DdlPolicy::Apply => {
                 info!(table = %ctx.source_table, "source table truncated; removing the target's rows");
                 sink.truncate(&ctx.target_table).await?;
+                cp.source_schema = Some((*new).clone());
                 return Ok(new);
             }
-            DdlPolicy::Ignore => return Ok(new),
+            DdlPolicy::Ignore => {
+                cp.source_schema = Some((*new).clone());
+                return Ok(new);
+            }
             DdlPolicy::Stop => {}
         }
     } else if new.columns == old.columns && new.primary_key == old.primary_key {

@@ -221,6 +221,21 @@ pub async fn check_source(db: &MySql) -> Result<CheckReport> {
     let mut report = CheckReport::default();
     let version: Vec<String> = db.query(&mut conn, "SELECT VERSION()").await?;
     report.server_version = version.into_iter().next();
+    let mariadb =
+        report.server_version.as_deref().is_some_and(|v| v.to_ascii_lowercase().contains("mariadb"));
+    report.items.push(CheckItem {
+        name: "server".into(),
+        ok: mariadb,
+        detail: if mariadb {
+            "MariaDB server".into()
+        } else {
+            format!(
+                "server {} is not MariaDB: change data capture needs MariaDB 10.x (its consistent-snapshot \
+                 binlog position and GTID functions); MySQL sources are not supported yet",
+                report.server_version.as_deref().unwrap_or("?")
+            )
+        },
+    });
     let vars: Vec<(String, String)> = db
         .query(
             &mut conn,

@@ -9,7 +9,8 @@
 //! survives purged binlog files and a switch to another server of the same replication topology. A position
 //! without GTIDs (a server that never wrote one) resumes by file and offset.
 //!
-//! Row events are decoded with the table's schema from `information_schema`; a schema change in the binlog
+//! Row events are decoded with the schemas the caller had at the start position (its checkpoint); a schema
+//! change in the binlog
 //! (`ALTER TABLE` / `CREATE TABLE` / `DROP TABLE` / `RENAME TABLE` / `TRUNCATE` on a streamed table) is
 //! emitted as an [`Op::Ddl`] event carrying the table's schema re-read at that moment. A table-map event whose
 //! column count does not match the known schema triggers a re-read; if it still does not match (several
@@ -361,6 +362,17 @@ impl Reader {
             fresh.version = schema.version + 1;
             schema = Arc::new(fresh);
             self.schemas.insert(table.clone(), schema.clone());
+            // No DDL statement was seen for this change (it predates the start position): announce the new
+            // shape so the target follows it before these rows.
+            let ev = ChangeEvent {
+                op: Op::Ddl,
+                source: self.info(Some(table.clone()), end_pos, ts),
+                before: None,
+                after: None,
+                schema: Some(schema.clone()),
+                ddl: Some(format!("/* columns of {table} changed before this position */")),
+            };
+            Self::send(tx, ev).await?;
         }
         let name = table.to_string();
         let decode = |row: &mysql_async::binlog::row::BinlogRow| -> Result<Row> {

@@ -97,7 +97,6 @@ pub async fn describe(db: &MySql, conn: &mut Conn, table: &TableRef) -> Result<T
             charsets.get(i).map(|(_, c, l, k)| (c.clone(), *l, k.clone())).unwrap_or((None, None, None));
         let is_json = data_type.eq_ignore_ascii_case("json")
             || checks.iter().any(|c| c.replace(' ', "") == format!("json_valid({})", quote_ident(&name)));
-        let dt_is_text = !is_json && charset_name.is_some();
         let dt = if is_json {
             DataType::Json
         } else {
@@ -111,13 +110,14 @@ pub async fn describe(db: &MySql, conn: &mut Conn, table: &TableRef) -> Result<T
                 charset_name.as_deref(),
             )
         };
+        let is_text = dt.is_text();
         columns.push(ColumnSchema {
             name,
             data_type: dt,
             source_type: column_type,
             nullable: nullable.eq_ignore_ascii_case("YES"),
             default: default.filter(|d| !d.eq_ignore_ascii_case("NULL")),
-            collation: if dt_is_text { collation } else { None },
+            collation: if is_text { collation } else { None },
         });
     }
     Ok(TableSchema { table: table.clone(), columns, primary_key: pk, version: 1 })

@@ -404,7 +404,7 @@ impl Sink for MySqlSink {
                     }
                     clauses.push(format!("ADD COLUMN {def}"));
                 }
-                Some(o) if o.data_type != c.data_type => {
+                Some(o) if o.data_type != c.data_type || o.collation != c.collation => {
                     clauses.push(format!("MODIFY COLUMN {}", types::column_def(&name, c)?));
                 }
                 Some(_) => {}
