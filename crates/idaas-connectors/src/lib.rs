@@ -9,5 +9,7 @@
 pub mod config;
 #[cfg(feature = "mysql")]
 pub mod mysql;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 
 pub use config::{ConnectionConfig, ConnectorKind};

@@ -101,6 +101,20 @@ pub trait Source: Send + Sync {
     /// as an [`crate::Op::Ddl`] event with the new schema before the first row that follows it. The stream
     /// ends only with an error (connection lost: [`crate::ErrorKind::Unreachable`]).
     async fn stream(&self, from: &Position, tables: &[TableSchema]) -> Result<ChangeStream>;
+
+    /// Tells the source that everything up to `position` (a position it emitted) is durably written and
+    /// checkpointed, so it may release the log before it (PostgreSQL confirms its replication slot up to
+    /// here). Never called with a position the pipeline may still need. Called from any thread; must not
+    /// block.
+    fn acknowledge(&self, position: &Position) {
+        let _ = position;
+    }
+
+    /// Drops what the source created on the server for its pipeline (PostgreSQL's replication slot and
+    /// publication). Called when the pipeline is deleted.
+    async fn release(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A target that applies change events.

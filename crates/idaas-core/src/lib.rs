@@ -3,6 +3,7 @@
 #![deny(rustdoc::broken_intra_doc_links)]
 #![warn(missing_docs)]
 
+pub mod batch;
 pub mod connector;
 pub mod error;
 pub mod event;

@@ -137,6 +137,9 @@ pub enum Value {
     Uuid([u8; 16]),
     /// An array.
     Array(Vec<Value>),
+    /// The source did not send this column because it did not change (PostgreSQL's unchanged TOASTed
+    /// values in an update). Sinks keep the target's current value; it is never written as NULL.
+    Unchanged,
 }
 
 impl Value {
@@ -169,6 +172,7 @@ impl Value {
             Value::Bit(_) => "bit",
             Value::Uuid(_) => "uuid",
             Value::Array(_) => "array",
+            Value::Unchanged => "unchanged",
         }
     }
 }

@@ -15,8 +15,9 @@
 
 use super::{MySql, check_sink, classify, quote_ident, quote_table, schema, types};
 use async_trait::async_trait;
+use idaas_core::batch::{self, Group};
 use idaas_core::{
-    ChangeEvent, CheckReport, ColumnSchema, Error, ErrorKind, Op, Result, Row, Sink, TableRef, TableSchema,
+    ChangeEvent, CheckReport, ColumnSchema, Error, ErrorKind, Result, Sink, TableRef, TableSchema, Value,
 };
 use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
@@ -40,10 +41,6 @@ pub struct MySqlSink {
     targets: HashMap<TableRef, Target>,
 }
 
-enum Final {
-    Upsert(Row),
-    Delete(Row),
-}
 
 impl MySqlSink {
     /// A sink writing through `db`.
@@ -77,69 +74,43 @@ impl MySqlSink {
     }
 
     async fn exec_batch(&mut self, events: &[ChangeEvent]) -> Result<()> {
-        // Final state per (table, key), in first-seen order.
-        let mut order: Vec<(TableRef, String)> = Vec::new();
-        let mut finals: HashMap<(TableRef, String), (Final, std::sync::Arc<TableSchema>)> = HashMap::new();
-        for ev in events {
-            let (Some(schema), Some(table)) = (ev.schema.as_ref(), ev.source.table.as_ref()) else {
-                continue;
-            };
-            let keyidx = schema.key_indexes();
-            if keyidx.is_empty() {
-                return Err(Error::new(
-                    ErrorKind::Unsupported,
-                    format!("table {table} has no primary key; rows cannot be applied idempotently"),
-                ));
-            }
-            let key_of = |row: &Row| -> String {
-                serde_json::to_string(&keyidx.iter().map(|i| &row[*i]).collect::<Vec<_>>())
-                    .unwrap_or_default()
-            };
-            let mut put = |k: String, f: Final| {
-                let id = (table.clone(), k);
-                if !finals.contains_key(&id) {
-                    order.push(id.clone());
-                }
-                finals.insert(id, (f, schema.clone()));
-            };
-            match ev.op {
-                Op::Insert | Op::SnapshotRead | Op::Update => {
-                    let Some(after) = &ev.after else { continue };
-                    if let (Op::Update, Some(before)) = (ev.op, &ev.before) {
-                        let (kb, ka) = (key_of(before), key_of(after));
-                        if kb != ka {
-                            put(kb, Final::Delete(before.clone()));
-                        }
-                    }
-                    put(key_of(after), Final::Upsert(after.clone()));
-                }
-                Op::Delete => {
-                    let Some(before) = &ev.before else { continue };
-                    put(key_of(before), Final::Delete(before.clone()));
-                }
-                _ => {}
-            }
-        }
-        if order.is_empty() {
+        let reduced = batch::reduce(events)?;
+        if reduced.is_empty() {
             return Ok(());
-        }
-        // Group per (table, schema version, kind) keeping rows.
-        let mut deletes: Vec<(TableRef, std::sync::Arc<TableSchema>, Vec<Row>)> = Vec::new();
-        let mut upserts: Vec<(TableRef, std::sync::Arc<TableSchema>, Vec<Row>)> = Vec::new();
-        for id in order {
-            let Some((f, schema)) = finals.remove(&id) else { continue };
-            let (list, row) = match f {
-                Final::Delete(r) => (&mut deletes, r),
-                Final::Upsert(r) => (&mut upserts, r),
-            };
-            match list.iter_mut().find(|(t, s, _)| *t == id.0 && s.version == schema.version) {
-                Some((_, _, rows)) => rows.push(row),
-                None => list.push((id.0, schema, vec![row])),
-            }
         }
         let cfg = self.db.config().clone();
         let mut plan: Vec<(String, Vec<mysql_async::Value>, String)> = Vec::new();
-        for (table, schema, rows) in &deletes {
+        for Group { table, schema, rows } in &reduced.patches {
+            let target = self.target_for(table)?;
+            let keyidx = schema.key_indexes();
+            let key_names: Vec<String> =
+                keyidx.iter().map(|i| target.column_name(&schema.columns[*i].name)).collect::<Result<_>>()?;
+            for p in rows {
+                let sets: Vec<(usize, String)> = schema
+                    .columns
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| !matches!(p.row[*i], Value::Unchanged))
+                    .filter_map(|(i, c)| target.columns.get(&c.name.to_lowercase()).map(|n| (i, n.clone())))
+                    .collect();
+                if sets.is_empty() {
+                    continue;
+                }
+                let sql = format!(
+                    "UPDATE {} SET {} WHERE {}",
+                    quote_table(&target.table),
+                    sets.iter().map(|(_, n)| format!("{} = ?", quote_ident(n))).collect::<Vec<_>>().join(", "),
+                    key_names.iter().map(|k| format!("{} = ?", quote_ident(k))).collect::<Vec<_>>().join(" AND ")
+                );
+                let params = sets
+                    .iter()
+                    .map(|(i, _)| types::to_param(&p.row[*i]))
+                    .chain(keyidx.iter().map(|i| types::to_param(&p.key_row[*i])))
+                    .collect();
+                plan.push((sql, params, format!("update {}", target.table)));
+            }
+        }
+        for Group { table, schema, rows } in &reduced.deletes {
             let target = self.target_for(table)?;
             let key_cols: Vec<&ColumnSchema> =
                 schema.key_indexes().iter().map(|i| &schema.columns[*i]).collect();
@@ -159,7 +130,10 @@ impl MySqlSink {
                 plan.push((sql, params, format!("delete from {}", target.table)));
             }
         }
-        for (table, schema, rows) in &upserts {
+        for Group { table, schema, rows } in &reduced.upserts {
+            if rows.iter().any(|r| r.iter().any(|v| matches!(v, Value::Unchanged))) {
+                return Err(Error::internal(format!("an upsert of {table} lacks unchanged column values")));
+            }
             let target = self.target_for(table)?;
             // Source columns the target holds (a column the target lacks under the Ignore policy is skipped).
             let cols: Vec<(usize, String)> = schema

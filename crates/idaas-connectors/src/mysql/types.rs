@@ -293,6 +293,9 @@ pub fn to_param(v: &Value) -> MyValue {
         Value::Set(members) => MyValue::Bytes(members.join(",").into_bytes()),
         Value::Bit(b) => MyValue::UInt(*b),
         Value::Uuid(u) => MyValue::Bytes(format_uuid(u).into_bytes()),
+        // Never encoded: sinks write unchanged columns by leaving them out (a patch) and refuse upserts
+        // that hold one.
+        Value::Unchanged => MyValue::NULL,
         Value::Array(items) => MyValue::Bytes(
             serde_json::to_string(&items.iter().map(json_of).collect::<Vec<_>>())
                 .unwrap_or_default()

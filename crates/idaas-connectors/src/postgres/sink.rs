@@ -1,0 +1,4 @@
+//! # Sink (placeholder until the PostgreSQL sink lands)
+
+/// The PostgreSQL sink.
+pub struct PgSink;

@@ -1,0 +1,4 @@
+//! Connector tests against private PostgreSQL and MariaDB servers.
+
+mod pg_sink;
+mod pg_source;

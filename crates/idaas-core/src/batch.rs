@@ -1,0 +1,284 @@
+//! # Batch reduction
+//!
+//! A sink applies a batch of row events as the final state of each primary key: the last event of a key
+//! wins, an update that moves a key deletes the old one. Sinks share this reduction so every target applies
+//! the same rules.
+//!
+//! Updates may carry [`Value::Unchanged`] columns (PostgreSQL's unchanged TOASTed values). When an earlier
+//! event of the batch holds the full row, the missing values are taken from it; otherwise the update becomes
+//! a [`Patch`]: the target updates only the columns that were sent, in the row found by the old key.
+//!
+//! Apply the result in this order: patches, then deletes, then upserts.
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::event::{ChangeEvent, Op, Row};
+use crate::schema::{TableRef, TableSchema};
+use crate::value::Value;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// A partial update: set the sent columns of `row` in the target row whose key is the key of `key_row`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Patch {
+    /// A row holding the key to match (the old key when the update moved it).
+    pub key_row: Row,
+    /// The new values; [`Value::Unchanged`] columns are left as they are.
+    pub row: Row,
+}
+
+/// Rows of one table and schema version.
+#[derive(Debug, Clone)]
+pub struct Group<T> {
+    /// Source table.
+    pub table: TableRef,
+    /// Schema of the rows.
+    pub schema: Arc<TableSchema>,
+    /// The rows.
+    pub rows: Vec<T>,
+}
+
+/// A reduced batch.
+#[derive(Debug, Default)]
+pub struct Reduced {
+    /// Partial updates (apply first).
+    pub patches: Vec<Group<Patch>>,
+    /// Rows to delete (by key).
+    pub deletes: Vec<Group<Row>>,
+    /// Full rows to insert or replace.
+    pub upserts: Vec<Group<Row>>,
+}
+
+impl Reduced {
+    /// True when nothing is to be written.
+    pub fn is_empty(&self) -> bool {
+        self.patches.is_empty() && self.deletes.is_empty() && self.upserts.is_empty()
+    }
+}
+
+#[derive(Clone)]
+enum Final {
+    Upsert(Row),
+    Delete(Row),
+    Patch(Patch),
+}
+
+fn has_unchanged(row: &Row) -> bool {
+    row.iter().any(|v| matches!(v, Value::Unchanged))
+}
+
+/// Fills `Unchanged` values of `row` from `base`.
+fn fill(row: &Row, base: &Row) -> Row {
+    row.iter()
+        .zip(base)
+        .map(|(v, b)| if matches!(v, Value::Unchanged) { b.clone() } else { v.clone() })
+        .collect()
+}
+
+struct State {
+    order: Vec<(TableRef, String)>,
+    finals: HashMap<(TableRef, String), (Final, Arc<TableSchema>)>,
+}
+
+impl State {
+    fn put(&mut self, table: &TableRef, schema: &Arc<TableSchema>, k: String, f: Final) {
+        let id = (table.clone(), k);
+        if !self.finals.contains_key(&id) {
+            self.order.push(id.clone());
+        }
+        self.finals.insert(id, (f, schema.clone()));
+    }
+
+    fn get(&self, table: &TableRef, k: &str) -> Option<Final> {
+        self.finals.get(&(table.clone(), k.to_string())).map(|(f, _)| f.clone())
+    }
+
+    fn remove(&mut self, table: &TableRef, k: &str) {
+        let id = (table.clone(), k.to_string());
+        self.finals.remove(&id);
+        self.order.retain(|o| *o != id);
+    }
+}
+
+/// Reduces row events (insert, update, delete, snapshot-read; others are ignored) to final states.
+pub fn reduce(events: &[ChangeEvent]) -> Result<Reduced> {
+    let mut st = State { order: Vec::new(), finals: HashMap::new() };
+    for ev in events {
+        let (Some(schema), Some(table)) = (ev.schema.as_ref(), ev.source.table.as_ref()) else { continue };
+        let keyidx = schema.key_indexes();
+        if keyidx.is_empty() {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!("table {table} has no primary key; rows cannot be applied idempotently"),
+            ));
+        }
+        let key_of = |row: &Row| -> String {
+            serde_json::to_string(&keyidx.iter().map(|i| &row[*i]).collect::<Vec<_>>()).unwrap_or_default()
+        };
+        match ev.op {
+            Op::Insert | Op::SnapshotRead => {
+                let Some(after) = &ev.after else { continue };
+                st.put(table, schema, key_of(after), Final::Upsert(after.clone()));
+            }
+            Op::Update => {
+                let Some(after) = &ev.after else { continue };
+                let old_row = ev.before.as_ref().unwrap_or(after);
+                let (kb, ka) = (key_of(old_row), key_of(after));
+                let previous = st.get(table, &kb);
+                if !has_unchanged(after) {
+                    if kb != ka {
+                        // The old key goes; a pending patch of it must still move the target row away.
+                        if let Some(Final::Patch(p)) = &previous {
+                            let old = p.key_row.clone();
+                            st.put(table, schema, key_of(&old), Final::Delete(old));
+                        }
+                        st.put(table, schema, kb, Final::Delete(old_row.clone()));
+                    }
+                    st.put(table, schema, ka, Final::Upsert(after.clone()));
+                    continue;
+                }
+                match previous {
+                    Some(Final::Upsert(prev)) => {
+                        let full = fill(after, &prev);
+                        if kb != ka {
+                            st.put(table, schema, kb, Final::Delete(old_row.clone()));
+                        }
+                        st.put(table, schema, ka, Final::Upsert(full));
+                    }
+                    Some(Final::Patch(prev)) => {
+                        let merged = Patch { key_row: prev.key_row.clone(), row: fill(after, &prev.row) };
+                        if kb != ka {
+                            st.remove(table, &kb);
+                        }
+                        st.put(table, schema, ka, Final::Patch(merged));
+                    }
+                    _ => st.put(
+                        table,
+                        schema,
+                        ka,
+                        Final::Patch(Patch { key_row: old_row.clone(), row: after.clone() }),
+                    ),
+                }
+            }
+            Op::Delete => {
+                let Some(before) = &ev.before else { continue };
+                let k = key_of(before);
+                if let Some(Final::Patch(p)) = st.get(table, &k) {
+                    // The patched row still sits under its old key in the target.
+                    let ko = key_of(&p.key_row);
+                    if ko != k {
+                        st.put(table, schema, ko, Final::Delete(p.key_row.clone()));
+                    }
+                }
+                st.put(table, schema, k, Final::Delete(before.clone()));
+            }
+            _ => {}
+        }
+    }
+    let mut out = Reduced::default();
+    for id in st.order {
+        let Some((f, schema)) = st.finals.remove(&id) else { continue };
+        match f {
+            Final::Delete(r) => push(&mut out.deletes, id.0, schema, r),
+            Final::Upsert(r) => push(&mut out.upserts, id.0, schema, r),
+            Final::Patch(p) => push(&mut out.patches, id.0, schema, p),
+        }
+    }
+    Ok(out)
+}
+
+fn push<T>(list: &mut Vec<Group<T>>, table: TableRef, schema: Arc<TableSchema>, row: T) {
+    match list.iter_mut().find(|g| g.table == table && g.schema.version == schema.version) {
+        Some(g) => g.rows.push(row),
+        None => list.push(Group { table, schema, rows: vec![row] }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Position, SourceInfo};
+    use crate::schema::{ColumnSchema, DataType};
+
+    fn schema() -> Arc<TableSchema> {
+        let col = |n: &str| ColumnSchema {
+            name: n.into(),
+            data_type: DataType::Int { bytes: 8, unsigned: false },
+            source_type: "bigint".into(),
+            nullable: true,
+            default: None,
+            collation: None,
+        };
+        Arc::new(TableSchema {
+            table: TableRef::new("d", "t"),
+            columns: vec![col("id"), col("a"), col("big")],
+            primary_key: vec!["id".into()],
+            version: 1,
+        })
+    }
+
+    fn ev(op: Op, before: Option<Row>, after: Option<Row>) -> ChangeEvent {
+        ChangeEvent {
+            op,
+            source: SourceInfo {
+                connection: "c".into(),
+                table: Some(TableRef::new("d", "t")),
+                position: Position::default(),
+                commit_ts_ms: None,
+                read_ts_ms: None,
+                txid: None,
+            },
+            before,
+            after,
+            schema: Some(schema()),
+            ddl: None,
+        }
+    }
+
+    fn row(id: i64, a: i64, big: Value) -> Row {
+        vec![Value::Int(id), Value::Int(a), big]
+    }
+
+    #[test]
+    fn last_event_of_a_key_wins_and_moves_delete_the_old_key() {
+        let r = reduce(&[
+            ev(Op::Insert, None, Some(row(1, 1, Value::Int(9)))),
+            ev(Op::Update, Some(row(1, 1, Value::Int(9))), Some(row(1, 2, Value::Int(9)))),
+            ev(Op::Update, Some(row(1, 2, Value::Int(9))), Some(row(2, 2, Value::Int(9)))),
+            ev(Op::Insert, None, Some(row(3, 3, Value::Null))),
+            ev(Op::Delete, Some(row(3, 3, Value::Null)), None),
+        ])
+        .unwrap();
+        assert!(r.patches.is_empty());
+        assert_eq!(r.deletes[0].rows.len(), 2);
+        assert_eq!(r.upserts[0].rows, vec![row(2, 2, Value::Int(9))]);
+    }
+
+    #[test]
+    fn unchanged_values_are_filled_from_the_batch_or_patched() {
+        let r = reduce(&[
+            ev(Op::Insert, None, Some(row(1, 1, Value::Text("huge".into())))),
+            ev(Op::Update, Some(row(1, 1, Value::Unchanged)), Some(row(1, 5, Value::Unchanged))),
+            ev(Op::Update, Some(row(2, 0, Value::Unchanged)), Some(row(2, 7, Value::Unchanged))),
+            ev(Op::Update, Some(row(2, 7, Value::Unchanged)), Some(row(4, 8, Value::Unchanged))),
+        ])
+        .unwrap();
+        assert_eq!(r.upserts[0].rows, vec![row(1, 5, Value::Text("huge".into()))]);
+        assert_eq!(r.patches[0].rows.len(), 1);
+        let p = &r.patches[0].rows[0];
+        assert_eq!(p.key_row[0], Value::Int(2), "the target row is found by its old key");
+        assert_eq!(p.row, row(4, 8, Value::Unchanged));
+        assert!(r.deletes.is_empty(), "a patch moves the row; nothing to delete");
+    }
+
+    #[test]
+    fn deleting_a_patched_row_deletes_it_under_its_old_key() {
+        let r = reduce(&[
+            ev(Op::Update, Some(row(2, 0, Value::Unchanged)), Some(row(4, 8, Value::Unchanged))),
+            ev(Op::Delete, Some(row(4, 8, Value::Null)), None),
+        ])
+        .unwrap();
+        let deleted: Vec<&Value> = r.deletes.iter().flat_map(|g| g.rows.iter().map(|r| &r[0])).collect();
+        assert!(deleted.contains(&&Value::Int(2)) && deleted.contains(&&Value::Int(4)), "{deleted:?}");
+        assert!(r.patches.is_empty());
+    }
+}
