@@ -5,15 +5,14 @@
 
 pub mod api;
 pub mod checkpoint;
+mod connectors;
 pub mod pipeline;
 pub mod stats;
 
 pub use api::*;
 pub use idaas_core::{CheckReport, Error, ErrorKind, Result, TableRef, TableSchema};
 
-use idaas_connectors::mysql::{MySql, MySqlSink, MySqlSource};
 use idaas_connectors::{ConnectionConfig, ConnectorKind, config::valid_name};
-use idaas_core::{Sink, Source};
 use idaas_store::{Store, StoreError, StoredConnection, StoredPipeline};
 use pipeline::Context;
 use secrecy::SecretString;
@@ -58,33 +57,6 @@ fn info_of(c: &StoredConnection) -> ConnectionInfo {
         database: c.database.clone(),
         daas_db: c.daas_db,
         created_at: c.created_at.clone(),
-    }
-}
-
-fn config_of(c: &StoredConnection) -> Result<ConnectionConfig> {
-    Ok(ConnectionConfig {
-        alias: c.alias.clone(),
-        kind: ConnectorKind::parse(&c.kind)?,
-        host: c.host.clone(),
-        port: c.port,
-        user: c.user.clone(),
-        password: c.password.clone(),
-        database: c.database.clone(),
-    })
-}
-
-fn unsupported_kind(alias: &str) -> Error {
-    Error::new(
-        ErrorKind::Unsupported,
-        format!("connection '{alias}' is PostgreSQL; PostgreSQL sources and targets are not supported yet"),
-    )
-}
-
-fn mysql_of(c: &StoredConnection) -> Result<MySql> {
-    let cfg = config_of(c)?;
-    match cfg.kind {
-        ConnectorKind::Mysql => MySql::new(cfg),
-        ConnectorKind::Postgres => Err(unsupported_kind(&c.alias)),
     }
 }
 
@@ -168,8 +140,15 @@ impl Engine {
     pub async fn create_connection(&self, spec: ConnectionSpec) -> Result<ConnectionInfo> {
         let kind = match &spec.kind {
             Some(k) => ConnectorKind::parse(k)?,
-            None if spec.port == Some(5432) => ConnectorKind::Postgres,
-            None => ConnectorKind::Mysql,
+            None => {
+                let port = spec.port.unwrap_or(ConnectorKind::Mysql.default_port());
+                if spec.host.trim().is_empty() || !valid_name(&spec.alias) {
+                    // Validation below reports it; the kind does not matter.
+                    ConnectorKind::Mysql
+                } else {
+                    connectors::detect_kind(&spec.alias, &spec.host, port).await?
+                }
+            }
         };
         let cfg = ConnectionConfig {
             alias: spec.alias.clone(),
@@ -182,12 +161,7 @@ impl Engine {
         };
         cfg.validate()?;
         self.alias_free(&spec.alias)?;
-        if kind == ConnectorKind::Postgres {
-            return Err(unsupported_kind(&spec.alias));
-        }
-        let db = MySql::new(cfg.clone())?;
-        let conn = db.connect().await?;
-        drop(conn);
+        connectors::login(&cfg).await?;
         let stored = StoredConnection {
             alias: cfg.alias,
             kind: kind.as_str().to_string(),
@@ -232,21 +206,20 @@ impl Engine {
     /// Runs the live check of a connection.
     pub async fn test_connection(&self, alias: &str) -> Result<CheckReport> {
         let c = self.stored_connection(alias)?;
-        let db = mysql_of(&c)?;
-        MySqlSource::new(db).check().await
+        connectors::source_for(&c, None)?.check().await
     }
 
     /// Tables a connection sees.
     pub async fn list_tables(&self, alias: &str) -> Result<Vec<TableRef>> {
         let c = self.stored_connection(alias)?;
-        MySqlSource::new(mysql_of(&c)?).list_tables().await
+        connectors::source_for(&c, None)?.list_tables().await
     }
 
     /// Describes a table (`name` or `database.name`).
     pub async fn describe_table(&self, alias: &str, table: &str) -> Result<TableSchema> {
         let c = self.stored_connection(alias)?;
         let t = resolve_table(&c, table)?;
-        MySqlSource::new(mysql_of(&c)?).describe(&t).await
+        connectors::source_for(&c, None)?.describe(&t).await
     }
 
     /// Creates a pipeline (and starts it when `spec.start`). Validates everything first: connections exist,
@@ -258,7 +231,7 @@ impl Engine {
         let tc = self.stored_connection(&spec.target.connection)?;
         let source_table = resolve_table(&sc, &spec.source.table)?;
         let target_table = resolve_table(&tc, &spec.target.table)?;
-        let source = MySqlSource::new(mysql_of(&sc)?);
+        let source = connectors::source_for(&sc, Some(&spec.alias))?;
         let report = source.check().await?;
         let needed: &[&str] = if spec.mode == SyncMode::Initial {
             &["privilege SELECT"]
@@ -338,7 +311,7 @@ impl Engine {
         if sc.alias == tc.alias && source_table == target_table {
             return Err(Error::invalid("the source and target are the same table"));
         }
-        let mut sink = MySqlSink::new(mysql_of(&tc)?);
+        let mut sink = (connectors::sink_for(&tc)?)();
         sink.prepare(&schema, &target_table, spec.auto_create).await?;
         let stored = StoredPipeline {
             alias: spec.alias.clone(),
@@ -363,16 +336,19 @@ impl Engine {
         let tc = self.stored_connection(&spec.target.connection)?;
         let source_table = resolve_table(&sc, &spec.source.table)?;
         let target_table = resolve_table(&tc, &spec.target.table)?;
-        let source = Arc::new(MySqlSource::new(mysql_of(&sc)?));
-        let target_db = mysql_of(&tc)?;
-        let make_sink: Arc<dyn Fn() -> Box<dyn Sink> + Send + Sync> =
-            Arc::new(move || Box::new(MySqlSink::new(target_db.clone())) as Box<dyn Sink>);
+        let source = connectors::source_for(&sc, Some(&p.alias))?;
+        let make_sink = connectors::sink_for(&tc)?;
         let stats = self.stats_of(&p.alias);
         let on_saved = {
             let stats = stats.clone();
+            let source = source.clone();
+            // Durable now: the source may release its log up to here (PostgreSQL confirms its slot).
             Box::new(move |cp: &serde_json::Value| {
                 if let Some(p) = cp.get("stream_position").filter(|p| !p.is_null()) {
                     stats.set_checkpoint(p.clone());
+                    if cp.get("snapshot_done").and_then(|d| d.as_bool()).unwrap_or(false) {
+                        source.acknowledge(&idaas_core::Position(p.clone()));
+                    }
                 }
             })
         };
@@ -517,11 +493,18 @@ impl Engine {
 
     /// Stops and deletes a pipeline and its checkpoint (the target table stays).
     pub async fn delete_pipeline(&self, alias: &str) -> Result<()> {
-        self.stored_pipeline(alias)?;
+        let p = self.stored_pipeline(alias)?;
         let running = self.running.lock().unwrap_or_else(|e| e.into_inner()).remove(alias);
         if let Some(r) = running {
             let _ = r.stop.send(true);
             let _ = r.task.await;
+        }
+        // Drop what the source created for this pipeline (PostgreSQL's slot and publication); a source that
+        // cannot be reached keeps them, which the error says.
+        if let Ok(spec) = serde_json::from_value::<PipelineSpec>(p.spec.clone())
+            && let Ok(sc) = self.stored_connection(&spec.source.connection)
+        {
+            connectors::source_for(&sc, Some(alias))?.release().await?;
         }
         self.store.delete_pipeline(alias).map_err(store_err)?;
         self.stats.lock().unwrap_or_else(|e| e.into_inner()).remove(alias);

@@ -85,3 +85,29 @@ async fn collations_and_character_sets_are_copied() {
     assert_eq!(cols.trim(), "code:utf8mb4_bin,v:utf8mb3_general_ci,l:latin1_bin");
     engine.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_kind_is_found_by_talking_to_the_server() {
+    let mariadb = idaas_testkit::MariaDb::start().unwrap();
+    let pg = idaas_testkit::Postgres::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path()).await;
+    let mut spec = conn_spec("m", &mariadb, "mysql");
+    spec.kind = None;
+    assert_eq!(engine.create_connection(spec).await.unwrap().kind, "mysql");
+    let spec = idaas_engine::ConnectionSpec {
+        alias: "p".into(),
+        kind: None,
+        host: pg.host().into(),
+        port: Some(pg.port()),
+        user: pg.user().into(),
+        password: pg.password().into(),
+        database: Some("postgres".into()),
+        daas_db: false,
+    };
+    assert_eq!(engine.create_connection(spec.clone()).await.unwrap().kind, "postgres");
+    let wrong = idaas_engine::ConnectionSpec { alias: "p2".into(), password: "nope".into(), ..spec };
+    let err = engine.create_connection(wrong).await.unwrap_err();
+    assert_eq!(err.kind, idaas_engine::ErrorKind::AuthFailed, "{}", err.message);
+    assert!(!err.message.contains("nope"));
+}
