@@ -6,6 +6,7 @@
 //! idaas-bench wait-replica --port P --file F --pos N [...]
 //! idaas-bench wait-snapshot --api HOST:PORT --pipeline P --pid PID [...]
 //! idaas-bench latency --source-port P --check-port P [--poll-port P] [--applied-at] [...]
+//! idaas-bench report DIR                                       Markdown summary of a run.sh run
 //! ```
 //!
 //! Every timer prints one JSON object on stdout; progress and errors go to stderr. Times are wall-clock
@@ -16,6 +17,7 @@ mod args;
 mod http;
 mod latency;
 mod procfs;
+mod report;
 mod servers;
 mod wait;
 
@@ -24,14 +26,15 @@ use std::process::ExitCode;
 const USAGE: &str = "\
 usage: idaas-bench servers STATE NAME[:nobinlog][:parallel=N] ...
        idaas-bench wait-pipeline --api HOST:PORT --pipeline P --file F --pos N [--t0 EPOCH] [--timeout S]
-                                 [--pids name=PID,...] [--interval-ms N] [--timeline FILE]
+                                 [--cdc-only] [--pids name=PID,...] [--interval-ms N] [--timeline FILE]
        idaas-bench wait-replica --port P --password PW --file F --pos N [--t0 EPOCH] [--timeout S]
                                 [--pids name=PID,...] [--interval-ms N] [--timeline FILE]
        idaas-bench wait-snapshot --api HOST:PORT --pipeline P --pid PID [--t0 EPOCH] [--timeout S]
                                  [--pids name=PID,...] [--interval-ms N] [--timeline FILE]
        idaas-bench latency --source-port P --check-port P --password PW [--poll-port P] [--applied-at]
                            [--rate N] [--secs N] [--conns N] [--update-every N] [--first-id N]
-                           [--pids name=PID,...] [--raw FILE]";
+                           [--pids name=PID,...] [--raw FILE]
+       idaas-bench report DIR";
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -52,6 +55,7 @@ fn main() -> ExitCode {
         "wait-replica" => runtime().and_then(|rt| rt.block_on(wait::replica(&parsed))),
         "wait-snapshot" => runtime().and_then(|rt| rt.block_on(wait::snapshot(&parsed))),
         "latency" => runtime().and_then(|rt| rt.block_on(latency::run(&parsed))),
+        "report" => report::run(&parsed),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);

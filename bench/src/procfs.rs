@@ -43,36 +43,56 @@ pub fn status_kb(pid: u32, field: &str) -> Option<u64> {
     })
 }
 
-/// CPU seconds of named processes between [`CpuSampler::start`] and [`CpuSampler::finish`].
+/// Busy CPU seconds of the whole machine, all cores (`/proc/stat`: user, nice, system, irq, softirq, steal).
+pub fn machine_busy_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<f64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal ...
+    let busy = [0, 1, 2, 5, 6, 7].iter().filter_map(|i| v.get(*i)).sum::<f64>();
+    Some(busy / clk_tck())
+}
+
+/// CPU seconds of named processes, of this process and of the whole machine between
+/// [`CpuSampler::start`] and [`CpuSampler::finish`].
 pub struct CpuSampler {
     start_us: i64,
     start: Vec<(String, u32, Option<f64>)>,
+    machine: Option<f64>,
 }
 
 impl CpuSampler {
     pub fn start(pids: &[(String, u32)]) -> CpuSampler {
+        let mut all: Vec<(String, u32)> = pids.to_vec();
+        all.push(("bench".into(), std::process::id()));
         CpuSampler {
             start_us: now_us(),
-            start: pids.iter().map(|(n, p)| (n.clone(), *p, cpu_seconds(*p))).collect(),
+            start: all.iter().map(|(n, p)| (n.clone(), *p, cpu_seconds(*p))).collect(),
+            machine: machine_busy_seconds(),
         }
     }
 
-    /// `{name: {"cpu_s": x, "cpu_pct": y}}`, where 100 % is one core busy for the whole interval.
+    /// `{name: {"cpu_s": x, "cpu_pct": y}}`, where 100 % is one core busy for the whole interval, for every
+    /// named process, `bench` (this process), `machine` (every process) and `other` (the machine minus the
+    /// named processes and this one: other work on the machine, and idle servers of the benchmark).
     pub fn finish(&self) -> Value {
         let wall = (now_us() - self.start_us) as f64 / 1e6;
+        let pct = |u: f64| round1(100.0 * u / wall.max(1e-9));
         let mut out = serde_json::Map::new();
+        let mut tracked = 0.0;
         for (name, pid, before) in &self.start {
             let used = match (before, cpu_seconds(*pid)) {
                 (Some(b), Some(a)) => Some(a - b),
                 _ => None,
             };
-            out.insert(
-                name.clone(),
-                json!({
-                    "cpu_s": used.map(round3),
-                    "cpu_pct": used.map(|u| round1(100.0 * u / wall.max(1e-9))),
-                }),
-            );
+            tracked += used.unwrap_or(0.0);
+            out.insert(name.clone(), json!({"cpu_s": used.map(round3), "cpu_pct": used.map(pct)}));
+        }
+        if let (Some(b), Some(a)) = (self.machine, machine_busy_seconds()) {
+            let used = a - b;
+            out.insert("machine".into(), json!({"cpu_s": round3(used), "cpu_pct": pct(used)}));
+            let other = (used - tracked).max(0.0);
+            out.insert("other".into(), json!({"cpu_s": round3(other), "cpu_pct": pct(other)}));
         }
         Value::Object(out)
     }
@@ -104,5 +124,6 @@ mod tests {
         assert!(status_kb(me, "VmRSS").unwrap() > 0);
         assert!(status_kb(me, "VmHWM").unwrap() >= status_kb(me, "VmRSS").unwrap() / 2);
         assert_eq!(status_kb(me, "NoSuchField"), None);
+        assert!(machine_busy_seconds().unwrap() > 0.0);
     }
 }

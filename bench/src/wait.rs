@@ -69,7 +69,8 @@ fn u64_of(v: &Value) -> u64 {
     v.as_u64().unwrap_or(0)
 }
 
-/// `wait-pipeline`: until the pipeline's checkpoint is at `--file`/`--pos` or later.
+/// `wait-pipeline`: until the pipeline's initial load is done and its checkpoint is at `--file`/`--pos` or
+/// later.
 pub async fn pipeline(args: &Args) -> Result<(), String> {
     let api = args.req("api")?;
     let alias = args.req("pipeline")?;
@@ -78,6 +79,7 @@ pub async fn pipeline(args: &Args) -> Result<(), String> {
     let t0 = args.t0_us()?;
     let timeout_us = (args.num("timeout", 900.0f64)? * 1e6) as i64;
     let interval = Duration::from_millis(args.num("interval-ms", 20u64)?);
+    let cdc_only = args.flag("cdc-only");
     let cpu = CpuSampler::start(&args.pids()?);
     let load_before = procfs::loadavg();
     let mut timeline =
@@ -90,7 +92,12 @@ pub async fn pipeline(args: &Args) -> Result<(), String> {
         polls += 1;
         let file = s["checkpoint"]["file"].as_str().unwrap_or("").to_string();
         let pos = u64_of(&s["checkpoint"]["pos"]);
-        let done = reached(&file, pos, goal_file, goal_pos);
+        // The checkpoint holds the stream's start position from the beginning of an initial load on, so the
+        // load must be done as well (its progress list is empty for a moment after the start, and always for
+        // a changes-only pipeline: `--cdc-only`).
+        let loaded = cdc_only
+            || s["snapshot"].as_array().is_some_and(|t| !t.is_empty() && t.iter().all(|t| t["done"] == true));
+        let done = loaded && reached(&file, pos, goal_file, goal_pos);
         timeline.push(now, done, || {
             format!(
                 "{},{},{},{file},{pos},{}",

@@ -300,6 +300,7 @@ async fn stream(
     let from = cp.stream_position.clone().unwrap_or_default();
     let mut changes = ctx.source.stream(&from, std::slice::from_ref(&*schema)).await?;
     info!(position = %from.0, "streaming changes");
+    let mut carry: Vec<ChangeEvent> = Vec::new();
     loop {
         let first = tokio::select! {
             e = changes.next() => e,
@@ -312,7 +313,8 @@ async fn stream(
         // A schema change ends a batch: rows before it are written with the old shape, rows after it with
         // the new one.
         let mut open = first.op != Op::Ddl;
-        let mut pending = vec![first];
+        let mut pending = std::mem::take(&mut carry);
+        pending.push(first);
         // Take everything already buffered. Tokio's cooperative budget would make the channel look empty
         // after 128 receives in one poll and cap every batch there; the drain does not wait, so it runs
         // outside the budget.
@@ -330,6 +332,19 @@ async fn stream(
             Ok::<(), Error>(())
         })
         .await?;
+        // Keep source transactions whole in the target: events after the last resume point wait for their
+        // commit, unless the batch is full (a transaction larger than a batch is written in parts).
+        if pending.len() < MAX_BATCH_EVENTS {
+            let cut = pending
+                .iter()
+                .rposition(|e| matches!(e.op, Op::Commit | Op::Heartbeat | Op::Ddl))
+                .map(|i| i + 1)
+                .unwrap_or(0);
+            carry = pending.split_off(cut);
+            if pending.is_empty() {
+                continue;
+            }
+        }
         let mut rows: Vec<ChangeEvent> = Vec::new();
         let mut commit_pos: Option<Position> = None;
         let mut last_commit_ts: Option<i64> = None;

@@ -190,6 +190,19 @@ struct Reader {
 type Tx = mpsc::Sender<Result<ChangeEvent>>;
 
 impl Reader {
+    /// Source details of a row event: no position (rows are not resume points; building one per row
+    /// costs more than decoding the row).
+    fn row_info(&self, table: &TableRef, ts: u32, read_ts_ms: i64) -> SourceInfo {
+        SourceInfo {
+            connection: self.db.config().alias.clone(),
+            table: Some(table.clone()),
+            position: Position::default(),
+            commit_ts_ms: if ts > 0 { Some(ts as i64 * 1000) } else { None },
+            read_ts_ms: Some(read_ts_ms),
+            txid: self.gtid.clone(),
+        }
+    }
+
     fn info(&self, table: Option<TableRef>, pos: u64, ts: u32) -> SourceInfo {
         SourceInfo {
             connection: self.db.config().alias.clone(),
@@ -375,6 +388,7 @@ impl Reader {
             Self::send(tx, ev).await?;
         }
         let name = table.to_string();
+        let read_ts_ms = now_ms();
         let decode = |row: &mysql_async::binlog::row::BinlogRow| -> Result<Row> {
             schema
                 .columns
@@ -398,7 +412,7 @@ impl Reader {
             let after = after.as_ref().map(decode).transpose()?;
             let ev = ChangeEvent {
                 op,
-                source: self.info(Some(table.clone()), end_pos, ts),
+                source: self.row_info(&table, ts, read_ts_ms),
                 before,
                 after,
                 schema: Some(schema.clone()),

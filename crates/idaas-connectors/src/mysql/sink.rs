@@ -41,7 +41,6 @@ pub struct MySqlSink {
     targets: HashMap<TableRef, Target>,
 }
 
-
 impl MySqlSink {
     /// A sink writing through `db`.
     pub fn new(db: MySql) -> MySqlSink {
@@ -99,8 +98,15 @@ impl MySqlSink {
                 let sql = format!(
                     "UPDATE {} SET {} WHERE {}",
                     quote_table(&target.table),
-                    sets.iter().map(|(_, n)| format!("{} = ?", quote_ident(n))).collect::<Vec<_>>().join(", "),
-                    key_names.iter().map(|k| format!("{} = ?", quote_ident(k))).collect::<Vec<_>>().join(" AND ")
+                    sets.iter()
+                        .map(|(_, n)| format!("{} = ?", quote_ident(n)))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    key_names
+                        .iter()
+                        .map(|k| format!("{} = ?", quote_ident(k)))
+                        .collect::<Vec<_>>()
+                        .join(" AND ")
                 );
                 let params = sets
                     .iter()

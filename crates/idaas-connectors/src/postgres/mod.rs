@@ -18,6 +18,7 @@ pub mod replication;
 pub mod schema;
 pub mod sink;
 pub mod snapshot;
+pub mod source;
 pub mod types;
 
 use crate::config::ConnectionConfig;
@@ -90,7 +91,10 @@ pub fn classify(cfg: &ConnectionConfig, e: tokio_postgres::Error, what: &str) ->
         let (kind, msg) = match code {
             "28P01" | "28000" => (
                 ErrorKind::AuthFailed,
-                format!("{who}: password authentication failed for user '{}'; check the user name and password", cfg.user),
+                format!(
+                    "{who}: password authentication failed for user '{}'; check the user name and password",
+                    cfg.user
+                ),
             ),
             "3D000" => (ErrorKind::NotFound, format!("{who}: {}", db.message())),
             "42P01" | "42704" => (ErrorKind::NotFound, format!("{who}: {} during {what}", db.message())),
@@ -109,7 +113,9 @@ pub fn classify(cfg: &ConnectionConfig, e: tokio_postgres::Error, what: &str) ->
     if e.is_closed() || e.to_string().contains("connect") || e.to_string().contains("timed out") {
         return Error::with_cause(
             ErrorKind::Unreachable,
-            format!("{who}: cannot reach the server or the connection was lost; check that it runs and listens"),
+            format!(
+                "{who}: cannot reach the server or the connection was lost; check that it runs and listens"
+            ),
             e,
         );
     }

@@ -1,4 +1,844 @@
-//! # Sink (placeholder until the PostgreSQL sink lands)
+//! # Sink
+//!
+//! Writes change events into PostgreSQL tables. A batch is reduced to the final state of each primary key
+//! ([`idaas_core::batch::reduce`]: the last event of a key wins, an update that moves a key deletes the old
+//! one, an update without its unchanged TOASTed columns becomes a patch), then applied in one transaction,
+//! committed before [`Sink::write`] returns: patches (`UPDATE` of the sent columns), deletes, upserts.
+//!
+//! - Small groups of rows go as multi-row statements with binary parameters:
+//!   `INSERT ... VALUES (...), (...) ON CONFLICT (key) DO UPDATE SET c = EXCLUDED.c` and
+//!   `DELETE ... WHERE key IN (...)`, in a few fixed sizes so each connection prepares few statements.
+//! - Groups of [`COPY_MIN_ROWS`] rows or more go through binary `COPY` into a temporary staging table, then
+//!   one `INSERT ... SELECT ... ON CONFLICT DO UPDATE` or `DELETE ... USING`.
+//! - The initial load (batches of snapshot reads only) is copied straight into the target table; when a
+//!   resumed load resends rows the target already holds, the `COPY` fails on the primary key, is rolled back
+//!   to a savepoint and the same rows are upserted through the staging table instead.
+//!
+//! Every path is an upsert or a delete by primary key, so replaying any suffix of what was written ends in
+//! the same state: at-least-once delivery gives exactly the source's state.
+//!
+//! AutoCreate declares the target from the source schema ([`super::ddl`], `docs/type-mapping.md`); an
+//! existing target is checked column by column and refused with every mismatch named.
+//!
+//! # Errors
+//! Values are encoded before anything is sent; a value the target cannot hold stops the batch with an
+//! [`ErrorKind::Unsupported`] error naming the table, the column and the value ([`super::encode`]). A failed
+//! batch is rolled back and the connection dropped; the engine retries transient errors from the last
+//! checkpoint.
+
+use super::ddl::{self, PgTable};
+use super::encode::{Codec, CopyRows, Params};
+use super::{Pg, classify, quote_ident, quote_table};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::SinkExt;
+use idaas_core::batch::{self, Group, Patch};
+use idaas_core::{
+    ChangeEvent, CheckItem, CheckReport, ColumnSchema, DataType, Error, ErrorKind, Op, Result, Row, Sink,
+    TableRef, TableSchema, Value,
+};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Statement, Transaction};
+
+/// Groups of at least this many rows (upserts or deletes of one table) are written through binary `COPY`;
+/// smaller ones as multi-row statements. See `docs/benchmarks.md` for the measurements behind it.
+pub const COPY_MIN_ROWS: usize = 64;
+
+/// Statement sizes (rows per statement), so each connection prepares few statements per table.
+const STATEMENT_ROWS: [usize; 7] = [64, 32, 16, 8, 4, 2, 1];
+
+/// PostgreSQL's limit on parameters in one statement.
+const MAX_PARAMS: usize = 65_535;
+
+/// `COPY` data is sent in pieces of this size.
+const COPY_PIECE_BYTES: usize = 1 << 20;
+
+/// Rows written so far by one sink, by path (for metrics and tests).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteCounts {
+    /// Rows sent as statement parameters (upserts, deletes and patches).
+    pub statement_rows: u64,
+    /// Rows sent through binary `COPY` into a staging table.
+    pub staged_rows: u64,
+    /// Rows of the initial load copied straight into the target table.
+    pub direct_rows: u64,
+}
+
+/// How the columns of one source schema version are written into the target.
+struct Plan {
+    /// Source columns the target holds, in source order.
+    cols: Vec<PlanCol>,
+    /// Positions in `cols` of the primary-key columns, in key order.
+    key: Vec<usize>,
+    /// Temporary staging tables: full rows and keys.
+    stage_rows: String,
+    stage_keys: String,
+}
+
+struct PlanCol {
+    /// Index in the source row.
+    src: usize,
+    /// Quoted target column name.
+    name: String,
+    codec: Codec,
+}
+
+struct Target {
+    table: TableRef,
+    shape: PgTable,
+    plans: HashMap<u64, Arc<Plan>>,
+}
+
+/// A staging table and the statement that creates it.
+struct Stage {
+    name: String,
+    create: String,
+}
+
+/// Binary `COPY` into a staging table, then one statement that applies it.
+struct Staged {
+    stage: Stage,
+    copy: String,
+    data: Bytes,
+    apply: String,
+    rows: usize,
+    what: String,
+}
+
+/// One unit of work of a batch, encoded before the transaction starts.
+enum Step {
+    /// One statement with parameters.
+    Exec { sql: String, params: Params, rows: usize, what: String },
+    /// Rows through a staging table.
+    Staged(Staged),
+    /// Binary `COPY` straight into the target; the staged step instead when a row is there already.
+    Direct { copy: String, staged: Staged },
+}
 
 /// The PostgreSQL sink.
-pub struct PgSink;
+pub struct PgSink {
+    pg: Pg,
+    client: Option<Client>,
+    targets: HashMap<TableRef, Target>,
+    /// Prepared statements of the current connection, by SQL text.
+    statements: HashMap<String, Statement>,
+    /// Staging tables created on the current connection.
+    staged: HashSet<String>,
+    next_plan: u64,
+    counts: WriteCounts,
+    copy_min_rows: usize,
+}
+
+impl PgSink {
+    /// A sink writing through `pg`.
+    pub fn new(pg: Pg) -> PgSink {
+        PgSink {
+            pg,
+            client: None,
+            targets: HashMap::new(),
+            statements: HashMap::new(),
+            staged: HashSet::new(),
+            next_plan: 0,
+            counts: WriteCounts::default(),
+            copy_min_rows: COPY_MIN_ROWS,
+        }
+    }
+
+    /// Sets the group size from which rows go through `COPY` (default [`COPY_MIN_ROWS`]); for benchmarks.
+    pub fn set_copy_min_rows(&mut self, rows: usize) {
+        self.copy_min_rows = rows;
+    }
+
+    /// Rows written so far, by path.
+    pub fn counts(&self) -> WriteCounts {
+        self.counts
+    }
+
+    async fn client(&mut self) -> Result<&mut Client> {
+        if self.client.is_none() {
+            self.statements.clear();
+            self.staged.clear();
+            self.client = Some(self.pg.connect().await?);
+        }
+        Ok(self.client.as_mut().expect("connection just set"))
+    }
+
+    fn drop_connection(&mut self) {
+        self.client = None;
+        self.statements.clear();
+        self.staged.clear();
+    }
+
+    async fn describe(&mut self, table: &TableRef) -> Result<Option<PgTable>> {
+        let cfg = self.pg.config().clone();
+        let client = self.client().await?;
+        ddl::describe(&cfg, client, table).await
+    }
+
+    fn remember(&mut self, source: &TableRef, shape: PgTable) {
+        self.targets
+            .insert(source.clone(), Target { table: shape.table.clone(), shape, plans: HashMap::new() });
+    }
+
+    fn plan(&mut self, table: &TableRef, schema: &TableSchema) -> Result<Arc<Plan>> {
+        let target = self.targets.get_mut(table).ok_or_else(|| {
+            Error::internal(format!("no target prepared for source table {table}; prepare() must run first"))
+        })?;
+        if let Some(p) = target.plans.get(&schema.version) {
+            return Ok(p.clone());
+        }
+        let mut cols = Vec::new();
+        for (i, c) in schema.columns.iter().enumerate() {
+            // A source column the target lacks (the Ignore schema-change policy) is not written.
+            if let Some(t) = target.shape.column(&c.name) {
+                cols.push(PlanCol {
+                    src: i,
+                    name: quote_ident(&t.name),
+                    codec: Codec::new(&target.table, &t.name, &c.data_type, &t.ty),
+                });
+            }
+        }
+        let mut key = Vec::new();
+        for k in schema.key_indexes() {
+            let pos = cols.iter().position(|c| c.src == k).ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Incompatible,
+                    format!(
+                        "target table {} has no column '{}' of the primary key",
+                        target.table, schema.columns[k].name
+                    ),
+                )
+            })?;
+            key.push(pos);
+        }
+        self.next_plan += 1;
+        let plan = Arc::new(Plan {
+            cols,
+            key,
+            stage_rows: format!("idaas_rows_{}", self.next_plan),
+            stage_keys: format!("idaas_keys_{}", self.next_plan),
+        });
+        target.plans.insert(schema.version, plan.clone());
+        Ok(plan)
+    }
+
+    fn target_table(&self, source: &TableRef) -> Result<TableRef> {
+        self.targets.get(source).map(|t| t.table.clone()).ok_or_else(|| {
+            Error::internal(format!("no target prepared for source table {source}; prepare() must run first"))
+        })
+    }
+
+    /// Encodes a reduced batch into steps, in the order they must run.
+    fn steps(&mut self, events: &[ChangeEvent]) -> Result<Vec<Step>> {
+        let reduced = batch::reduce(events)?;
+        let mut steps = Vec::new();
+        if reduced.is_empty() {
+            return Ok(steps);
+        }
+        let load = events
+            .iter()
+            .filter(|e| matches!(e.op, Op::Insert | Op::Update | Op::Delete | Op::SnapshotRead))
+            .all(|e| e.op == Op::SnapshotRead);
+        for Group { table, schema, rows } in &reduced.patches {
+            let plan = self.plan(table, schema)?;
+            let target = self.target_table(table)?;
+            for p in rows {
+                if let Some(step) = patch_step(&plan, &target, p)? {
+                    steps.push(step);
+                }
+            }
+        }
+        for Group { table, schema, rows } in &reduced.deletes {
+            let plan = self.plan(table, schema)?;
+            let target = self.target_table(table)?;
+            steps.extend(delete_steps(&plan, &target, rows, rows.len() >= self.copy_min_rows)?);
+        }
+        for Group { table, schema, rows } in &reduced.upserts {
+            if rows.iter().any(|r| r.iter().any(|v| matches!(v, Value::Unchanged))) {
+                return Err(Error::internal(format!("an upsert of {table} lacks unchanged column values")));
+            }
+            let plan = self.plan(table, schema)?;
+            let target = self.target_table(table)?;
+            steps.extend(upsert_steps(&plan, &target, rows, rows.len() >= self.copy_min_rows, load)?);
+        }
+        Ok(steps)
+    }
+
+    async fn exec_batch(&mut self, events: &[ChangeEvent]) -> Result<()> {
+        let steps = self.steps(events)?;
+        if steps.is_empty() {
+            return Ok(());
+        }
+        let cfg = self.pg.config().clone();
+        self.client().await?;
+        let mut client = self.client.take().expect("connected above");
+        let result = async {
+            let mut tx = client.transaction().await.map_err(|e| classify(&cfg, e, "begin"))?;
+            for step in steps {
+                self.run(&mut tx, step).await?;
+            }
+            tx.commit().await.map_err(|e| classify(&cfg, e, "commit"))
+        }
+        .await;
+        if result.is_ok() {
+            self.client = Some(client);
+        }
+        result
+    }
+
+    async fn prepared(&mut self, tx: &Transaction<'_>, sql: &str, what: &str) -> Result<Statement> {
+        if let Some(s) = self.statements.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = tx.prepare(sql).await.map_err(|e| write_error(self.pg.config(), e, what))?;
+        self.statements.insert(sql.to_string(), s.clone());
+        Ok(s)
+    }
+
+    async fn run(&mut self, tx: &mut Transaction<'_>, step: Step) -> Result<()> {
+        let cfg = self.pg.config().clone();
+        match step {
+            Step::Exec { sql, params, rows, what } => {
+                let stmt = self.prepared(tx, &sql, &what).await?;
+                let values = params.values();
+                let refs: Vec<&(dyn ToSql + Sync)> =
+                    values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
+                tx.execute(&stmt, &refs).await.map_err(|e| write_error(&cfg, e, &what))?;
+                self.counts.statement_rows += rows as u64;
+            }
+            Step::Staged(staged) => self.run_staged(tx, staged).await?,
+            Step::Direct { copy, staged } => {
+                let sp = tx.savepoint("idaas_load").await.map_err(|e| classify(&cfg, e, "savepoint"))?;
+                match send_copy(&sp, &copy, staged.data.clone()).await {
+                    Ok(()) => {
+                        sp.commit().await.map_err(|e| classify(&cfg, e, "release savepoint"))?;
+                        self.counts.direct_rows += staged.rows as u64;
+                    }
+                    Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                        // A resumed load resent rows the target holds: upsert them instead.
+                        sp.rollback().await.map_err(|e| classify(&cfg, e, "roll back to savepoint"))?;
+                        self.run_staged(tx, staged).await?;
+                    }
+                    Err(e) => return Err(write_error(&cfg, e, &staged.what)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn run_staged(&mut self, tx: &Transaction<'_>, s: Staged) -> Result<()> {
+        let cfg = self.pg.config().clone();
+        if !self.staged.contains(&s.stage.name) {
+            tx.batch_execute(&s.stage.create).await.map_err(|e| classify(&cfg, e, "create staging table"))?;
+            self.staged.insert(s.stage.name.clone());
+        }
+        send_copy(tx, &s.copy, s.data).await.map_err(|e| write_error(&cfg, e, &s.what))?;
+        let stmt = self.prepared(tx, &s.apply, &s.what).await?;
+        tx.execute(&stmt, &[]).await.map_err(|e| write_error(&cfg, e, &s.what))?;
+        self.counts.staged_rows += s.rows as u64;
+        Ok(())
+    }
+}
+
+/// Sends a complete binary `COPY` stream.
+async fn send_copy(
+    tx: &Transaction<'_>,
+    sql: &str,
+    data: Bytes,
+) -> std::result::Result<(), tokio_postgres::Error> {
+    let sink = tx.copy_in::<_, Bytes>(sql).await?;
+    futures::pin_mut!(sink);
+    let mut rest = data;
+    while !rest.is_empty() {
+        let piece = rest.split_to(rest.len().min(COPY_PIECE_BYTES));
+        sink.feed(piece).await?;
+    }
+    sink.finish().await?;
+    Ok(())
+}
+
+/// Classifies a write error; values the target refuses (class 22) are [`ErrorKind::Unsupported`] and
+/// constraint violations (class 23) [`ErrorKind::Incompatible`]: both stop the pipeline.
+fn write_error(cfg: &crate::config::ConnectionConfig, e: tokio_postgres::Error, what: &str) -> Error {
+    let class = e.code().map(|c| c.code()[..2].to_string());
+    let mut err = classify(cfg, e, what);
+    match class.as_deref() {
+        Some("22") => err.kind = ErrorKind::Unsupported,
+        Some("23") => err.kind = ErrorKind::Incompatible,
+        _ => {}
+    }
+    err
+}
+
+fn names(plan: &Plan, idx: &[usize]) -> String {
+    idx.iter().map(|i| plan.cols[*i].name.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+fn all(plan: &Plan) -> Vec<usize> {
+    (0..plan.cols.len()).collect()
+}
+
+/// Splits `n` rows into statement sizes from [`STATEMENT_ROWS`], each at most `max`.
+fn chunk_sizes(mut n: usize, max: usize) -> Vec<usize> {
+    let mut out = Vec::new();
+    while n > 0 {
+        let size = STATEMENT_ROWS.iter().copied().find(|s| *s <= n && *s <= max).unwrap_or(1);
+        out.push(size);
+        n -= size;
+    }
+    out
+}
+
+fn patch_step(plan: &Plan, target: &TableRef, p: &Patch) -> Result<Option<Step>> {
+    let sets: Vec<usize> =
+        (0..plan.cols.len()).filter(|i| !matches!(p.row[plan.cols[*i].src], Value::Unchanged)).collect();
+    if sets.is_empty() {
+        return Ok(None);
+    }
+    let mut params = Params::new();
+    let mut assign = Vec::new();
+    for i in &sets {
+        let c = &plan.cols[*i];
+        params.push(&c.codec, &p.row[c.src])?;
+        assign.push(format!("{} = {}", c.name, c.codec.cast(&format!("${}", params.len()))));
+    }
+    let mut cond = Vec::new();
+    for k in &plan.key {
+        let c = &plan.cols[*k];
+        params.push(&c.codec, &p.key_row[c.src])?;
+        cond.push(format!("{} = {}", c.name, c.codec.cast(&format!("${}", params.len()))));
+    }
+    let sql =
+        format!("UPDATE {} SET {} WHERE {}", quote_table(target), assign.join(", "), cond.join(" AND "));
+    Ok(Some(Step::Exec { sql, params, rows: 1, what: format!("update {target}") }))
+}
+
+fn stage(plan: &Plan, name: &str, idx: &[usize]) -> Stage {
+    let cols: Vec<String> =
+        idx.iter().map(|i| format!("{} {}", plan.cols[*i].name, plan.cols[*i].codec.stage_type())).collect();
+    Stage {
+        name: name.to_string(),
+        create: format!(
+            "CREATE TEMPORARY TABLE {} ({}) ON COMMIT DELETE ROWS",
+            quote_ident(name),
+            cols.join(", ")
+        ),
+    }
+}
+
+fn copy_rows(plan: &Plan, idx: &[usize], rows: &[Row]) -> Result<Bytes> {
+    let mut data = CopyRows::new();
+    for r in rows {
+        data.push(idx.iter().map(|i| (&plan.cols[*i].codec, &r[plan.cols[*i].src])))?;
+    }
+    Ok(data.finish())
+}
+
+fn delete_steps(plan: &Plan, target: &TableRef, rows: &[Row], copy: bool) -> Result<Vec<Step>> {
+    let what = format!("delete from {target}");
+    if copy {
+        let data = copy_rows(plan, &plan.key, rows)?;
+        let stage = stage(plan, &plan.stage_keys, &plan.key);
+        let cond: Vec<String> = plan
+            .key
+            .iter()
+            .map(|k| {
+                let c = &plan.cols[*k];
+                format!("t.{0} = {1}", c.name, c.codec.cast(&format!("s.{}", c.name)))
+            })
+            .collect();
+        let apply = format!(
+            "DELETE FROM {} AS t USING pg_temp.{} AS s WHERE {}",
+            quote_table(target),
+            quote_ident(&stage.name),
+            cond.join(" AND ")
+        );
+        let copy = format!(
+            "COPY pg_temp.{} ({}) FROM STDIN (FORMAT binary)",
+            quote_ident(&stage.name),
+            names(plan, &plan.key)
+        );
+        return Ok(vec![Step::Staged(Staged { stage, copy, data, apply, rows: rows.len(), what })]);
+    }
+    let mut steps = Vec::new();
+    let keys = plan.key.len();
+    let mut rest = rows;
+    for size in chunk_sizes(rows.len(), MAX_PARAMS / keys) {
+        let (chunk, tail) = rest.split_at(size);
+        rest = tail;
+        let mut params = Params::new();
+        let mut tuples = Vec::new();
+        for r in chunk {
+            let mut one = Vec::new();
+            for k in &plan.key {
+                let c = &plan.cols[*k];
+                params.push(&c.codec, &r[c.src])?;
+                one.push(c.codec.cast(&format!("${}", params.len())));
+            }
+            tuples.push(if keys == 1 { one.remove(0) } else { format!("({})", one.join(", ")) });
+        }
+        let lhs = if keys == 1 { names(plan, &plan.key) } else { format!("({})", names(plan, &plan.key)) };
+        let sql = format!("DELETE FROM {} WHERE {lhs} IN ({})", quote_table(target), tuples.join(", "));
+        steps.push(Step::Exec { sql, params, rows: size, what: what.clone() });
+    }
+    Ok(steps)
+}
+
+/// `ON CONFLICT (key) DO UPDATE SET c = EXCLUDED.c, ...` (or `DO NOTHING` when every column is key).
+fn on_conflict(plan: &Plan) -> String {
+    let updates: Vec<String> = (0..plan.cols.len())
+        .filter(|i| !plan.key.contains(i))
+        .map(|i| format!("{0} = EXCLUDED.{0}", plan.cols[i].name))
+        .collect();
+    let action =
+        if updates.is_empty() { "NOTHING".to_string() } else { format!("UPDATE SET {}", updates.join(", ")) };
+    format!("ON CONFLICT ({}) DO {action}", names(plan, &plan.key))
+}
+
+fn upsert_steps(plan: &Plan, target: &TableRef, rows: &[Row], copy: bool, load: bool) -> Result<Vec<Step>> {
+    let what = format!("write to {target}");
+    let every = all(plan);
+    let cols = names(plan, &every);
+    if copy {
+        let data = copy_rows(plan, &every, rows)?;
+        let stage = stage(plan, &plan.stage_rows, &every);
+        let select: Vec<String> = plan.cols.iter().map(|c| c.codec.cast(&c.name)).collect();
+        let apply = format!(
+            "INSERT INTO {} ({cols}) SELECT {} FROM pg_temp.{} {}",
+            quote_table(target),
+            select.join(", "),
+            quote_ident(&stage.name),
+            on_conflict(plan)
+        );
+        let copy = format!("COPY pg_temp.{} ({cols}) FROM STDIN (FORMAT binary)", quote_ident(&stage.name));
+        let staged = Staged { stage, copy, data, apply, rows: rows.len(), what };
+        if load && !plan.cols.iter().any(|c| c.codec.is_text()) {
+            let copy = format!("COPY {} ({cols}) FROM STDIN (FORMAT binary)", quote_table(target));
+            return Ok(vec![Step::Direct { copy, staged }]);
+        }
+        return Ok(vec![Step::Staged(staged)]);
+    }
+    let mut steps = Vec::new();
+    let mut rest = rows;
+    for size in chunk_sizes(rows.len(), MAX_PARAMS / plan.cols.len().max(1)) {
+        let (chunk, tail) = rest.split_at(size);
+        rest = tail;
+        let mut params = Params::new();
+        let mut tuples = Vec::with_capacity(size);
+        for r in chunk {
+            let mut one = Vec::with_capacity(plan.cols.len());
+            for c in &plan.cols {
+                params.push(&c.codec, &r[c.src])?;
+                one.push(c.codec.cast(&format!("${}", params.len())));
+            }
+            tuples.push(format!("({})", one.join(", ")));
+        }
+        let sql = format!(
+            "INSERT INTO {} ({cols}) VALUES {} {}",
+            quote_table(target),
+            tuples.join(", "),
+            on_conflict(plan)
+        );
+        steps.push(Step::Exec { sql, params, rows: size, what: what.clone() });
+    }
+    Ok(steps)
+}
+
+/// The ADD COLUMN definition of a column added by a schema change: always nullable, since rows already in
+/// the target have no value for it until the source updates them.
+fn added_column(table: &TableRef, c: &ColumnSchema) -> Result<String> {
+    let nullable = ColumnSchema { nullable: true, ..c.clone() };
+    ddl::column_def(table, &nullable)
+}
+
+/// Checks that the target knows every source type declared by name ([`DataType::Other`]); every unknown
+/// one is listed.
+async fn check_type_names(
+    pg: &Pg,
+    client: &Client,
+    table: &TableRef,
+    columns: &[&ColumnSchema],
+) -> Result<()> {
+    let mut unknown = Vec::new();
+    for c in columns {
+        let DataType::Other { name } = &c.data_type else { continue };
+        let found = match client.query_one("SELECT to_regtype($1) IS NOT NULL", &[name]).await {
+            Ok(row) => row.get::<_, bool>(0),
+            Err(e) if e.as_db_error().is_some() => false,
+            Err(e) => return Err(classify(pg.config(), e, "look up a type")),
+        };
+        if !found {
+            unknown.push(format!(
+                "column '{}' has type '{name}', which the target server does not know",
+                c.name
+            ));
+        }
+    }
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    Err(Error::new(
+        ErrorKind::Unsupported,
+        format!(
+            "source table {table} cannot be created in PostgreSQL: {}; create the target table yourself",
+            unknown.join("; ")
+        ),
+    ))
+}
+
+#[async_trait]
+impl Sink for PgSink {
+    async fn check(&self) -> Result<CheckReport> {
+        let client = self.pg.connect().await?;
+        let cfg = self.pg.config();
+        let row = client
+            .query_one(
+                "SELECT version(), current_setting('server_encoding'), pg_is_in_recovery(), \
+                 current_setting('default_transaction_read_only') = 'on', \
+                 has_database_privilege(current_database(), 'TEMPORARY'), \
+                 has_database_privilege(current_database(), 'CREATE'), \
+                 EXISTS (SELECT 1 FROM pg_namespace WHERE nspname NOT LIKE 'pg\\_%' \
+                         AND nspname <> 'information_schema' AND has_schema_privilege(oid, 'CREATE'))",
+                &[],
+            )
+            .await
+            .map_err(|e| classify(cfg, e, "check the target"))?;
+        let mut report = CheckReport { server_version: Some(row.get(0)), items: Vec::new() };
+        let encoding: String = row.get(1);
+        let (standby, read_only, temp, create_db, create_schema): (bool, bool, bool, bool, bool) =
+            (row.get(2), row.get(3), row.get(4), row.get(5), row.get(6));
+        let db = self.pg.database().to_string();
+        let user = &cfg.user;
+        report.items.push(CheckItem {
+            name: "server_encoding".into(),
+            ok: encoding == "UTF8",
+            detail: if encoding == "UTF8" {
+                "database encoding is UTF8".into()
+            } else {
+                format!(
+                    "database '{db}' has encoding {encoding}, which cannot hold every character of other sources; \
+                     use a database created with ENCODING 'UTF8'"
+                )
+            },
+        });
+        report.items.push(CheckItem {
+            name: "read-write".into(),
+            ok: !standby && !read_only,
+            detail: if standby {
+                "the server is a standby (in recovery) and cannot be written; connect to the primary".into()
+            } else if read_only {
+                "default_transaction_read_only is on; turn it off for the user or database".into()
+            } else {
+                "the server accepts writes".into()
+            },
+        });
+        report.items.push(CheckItem {
+            name: "privilege temporary".into(),
+            ok: temp,
+            detail: if temp {
+                "user can create temporary tables (used to stage COPY batches)".into()
+            } else {
+                format!("user '{user}' needs GRANT TEMPORARY ON DATABASE \"{db}\" to stage COPY batches")
+            },
+        });
+        report.items.push(CheckItem {
+            name: "privilege create".into(),
+            ok: create_db || create_schema,
+            detail: if create_db {
+                "user can create schemas and tables".into()
+            } else if create_schema {
+                "user can create tables in existing schemas (not new schemas)".into()
+            } else {
+                format!(
+                    "user '{user}' can create no tables; GRANT CREATE ON DATABASE \"{db}\" or ON SCHEMA <schema>, \
+                     or create the target tables yourself"
+                )
+            },
+        });
+        Ok(report)
+    }
+
+    async fn prepare(&mut self, source: &TableSchema, target: &TableRef, auto_create: bool) -> Result<()> {
+        if source.primary_key.is_empty() {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "source table {} has no primary key; add one (ALTER TABLE ... ADD PRIMARY KEY) so rows can be \
+                     applied idempotently",
+                    source.table
+                ),
+            ));
+        }
+        if let Some(existing) = self.describe(target).await? {
+            let problems = ddl::shape_problems(source, &existing);
+            if !problems.is_empty() {
+                return Err(Error::new(
+                    ErrorKind::Incompatible,
+                    format!(
+                        "target table {target} exists with a shape that does not fit source {}: {}. Drop or fix \
+                         the target table, or choose another target name",
+                        source.table,
+                        problems.join("; ")
+                    ),
+                ));
+            }
+            self.remember(&source.table, existing);
+            return Ok(());
+        }
+        if !auto_create {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!("target table {target} does not exist; create it or set AutoCreate: true"),
+            ));
+        }
+        let create = ddl::create_table(source, target)?;
+        let pg = self.pg.clone();
+        let cfg = pg.config().clone();
+        let client = self.client().await?;
+        check_type_names(&pg, client, &source.table, &source.columns.iter().collect::<Vec<_>>()).await?;
+        // One transaction: a failure leaves neither the schema nor the table behind.
+        let tx = client.transaction().await.map_err(|e| classify(&cfg, e, "begin"))?;
+        let exists: bool = tx
+            .query_one("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)", &[&target.namespace])
+            .await
+            .map_err(|e| classify(&cfg, e, "look up the target schema"))?
+            .get(0);
+        if !exists {
+            tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(&target.namespace)))
+                .await
+                .map_err(|e| {
+                    let mut err = classify(&cfg, e, "create the target schema");
+                    err.message = format!(
+                        "{}; create schema \"{}\" or grant CREATE on the database",
+                        err.message, target.namespace
+                    );
+                    err
+                })?;
+        }
+        tx.batch_execute(&create).await.map_err(|e| classify(&cfg, e, "create target table"))?;
+        tx.commit().await.map_err(|e| classify(&cfg, e, "commit"))?;
+        let created = self
+            .describe(target)
+            .await?
+            .ok_or_else(|| Error::internal(format!("target table {target} vanished right after creation")))?;
+        self.remember(&source.table, created);
+        Ok(())
+    }
+
+    async fn attach(&mut self, source: &TableRef, target: &TableRef) -> Result<()> {
+        let existing = self.describe(target).await?.ok_or_else(|| {
+            Error::new(
+                ErrorKind::NotFound,
+                format!("target table {target} no longer exists; recreate it or recreate the pipeline"),
+            )
+        })?;
+        self.remember(source, existing);
+        Ok(())
+    }
+
+    async fn write(&mut self, events: &[ChangeEvent]) -> Result<()> {
+        let r = self.exec_batch(events).await;
+        if r.is_err() {
+            // The transaction is rolled back when the connection closes; never reuse a connection mid-batch.
+            self.drop_connection();
+        }
+        r
+    }
+
+    async fn alter(&mut self, old: &TableSchema, new: &TableSchema, target: &TableRef) -> Result<()> {
+        // Compare with the target as it is, so a change applied before a crash is not applied twice.
+        let current = self.describe(target).await?.ok_or_else(|| {
+            Error::new(ErrorKind::NotFound, format!("target table {target} no longer exists"))
+        })?;
+        let mut clauses = Vec::new();
+        let mut declared = Vec::new();
+        for c in &new.columns {
+            let before = old.columns.iter().find(|o| o.name.eq_ignore_ascii_case(&c.name));
+            let Some(t) = current.column(&c.name) else {
+                clauses.push(format!("ADD COLUMN {}", added_column(&new.table, c)?));
+                declared.push(c);
+                continue;
+            };
+            let q = quote_ident(&t.name);
+            if !ddl::fits(&c.data_type, &t.ty) {
+                let ty = ddl::column_type(&new.table, c)?;
+                clauses.push(format!("ALTER COLUMN {q} TYPE {ty} USING {q}::{ty}"));
+                declared.push(c);
+            }
+            // ENUM and SET labels live in a CHECK constraint: replace it when the labels may have changed.
+            let renamed = ColumnSchema { name: t.name.clone(), ..c.clone() };
+            let check = ddl::labels_check(&renamed);
+            if before.is_some_and(|o| o.data_type != c.data_type)
+                && (check.is_some() || before.is_some_and(|o| ddl::labels_check(o).is_some()))
+            {
+                let labels = quote_ident(&ddl::labels_constraint(&t.name));
+                clauses.push(format!("DROP CONSTRAINT IF EXISTS {labels}"));
+                if let Some(check) = check {
+                    clauses.push(format!("ADD CONSTRAINT {labels} CHECK ({check})"));
+                }
+            }
+        }
+        for o in &old.columns {
+            let gone = !new.columns.iter().any(|c| c.name.eq_ignore_ascii_case(&o.name));
+            if let (true, Some(t)) = (gone, current.column(&o.name)) {
+                clauses.push(format!("DROP COLUMN {}", quote_ident(&t.name)));
+            }
+        }
+        if !clauses.is_empty() {
+            let pg = self.pg.clone();
+            let cfg = pg.config().clone();
+            let client = self.client().await?;
+            check_type_names(&pg, client, &new.table, &declared).await?;
+            let sql = format!("ALTER TABLE {} {}", quote_table(target), clauses.join(", "));
+            client.batch_execute(&sql).await.map_err(|e| classify(&cfg, e, "alter target table"))?;
+        }
+        // Prepared statements and staging tables follow the old shape: start afresh.
+        self.drop_connection();
+        let fresh = self.describe(target).await?.ok_or_else(|| {
+            Error::new(ErrorKind::NotFound, format!("target table {target} no longer exists"))
+        })?;
+        self.remember(&new.table, fresh);
+        Ok(())
+    }
+
+    async fn truncate(&mut self, target: &TableRef) -> Result<()> {
+        let cfg = self.pg.config().clone();
+        let client = self.client().await?;
+        match client.batch_execute(&format!("TRUNCATE TABLE {}", quote_table(target))).await {
+            Ok(()) => Ok(()),
+            // TRUNCATE needs its own privilege; DELETE does the same more slowly.
+            Err(e) if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) => client
+                .batch_execute(&format!("DELETE FROM {}", quote_table(target)))
+                .await
+                .map_err(|e| classify(&cfg, e, "truncate target table")),
+            Err(e) => Err(classify(&cfg, e, "truncate target table")),
+        }
+    }
+
+    async fn count(&self, target: &TableRef) -> Result<u64> {
+        let sql = format!("SELECT count(*) FROM {}", quote_table(target));
+        let cfg = self.pg.config();
+        let row = match &self.client {
+            Some(c) => c.query_one(&sql, &[]).await,
+            None => self.pg.connect().await?.query_one(&sql, &[]).await,
+        }
+        .map_err(|e| classify(cfg, e, &format!("count rows of {target}")))?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_use_few_sizes() {
+        assert_eq!(chunk_sizes(63, 1000), vec![32, 16, 8, 4, 2, 1]);
+        assert_eq!(chunk_sizes(130, 1000), vec![64, 64, 2]);
+        assert!(chunk_sizes(100, 10).iter().all(|s| *s <= 10));
+        assert_eq!(chunk_sizes(100, 10).iter().sum::<usize>(), 100);
+    }
+}

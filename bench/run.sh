@@ -1,0 +1,540 @@
+#!/usr/bin/env bash
+# Benchmarks of the iDaaS MariaDB -> MariaDB pipeline, side by side with MariaDB's own replication, in one run:
+#
+#   1. CDC drain: a sysbench oltp_write_only backlog on the source, drained by the iDaaS pipeline, then by a
+#      native replica (one SQL thread, MariaDB's default) and by a native parallel replica (4 threads,
+#      optimistic), one after the other;
+#   2. end-to-end latency of single-row changes at a steady 5,000 row changes/s (iDaaS and the replicas);
+#   3. initial load of a sysbench table by a new pipeline: time, rows/s and the server's peak memory
+#      (with mariadb-dump | mariadb into the same target as a reference).
+#
+#   bench/run.sh           # full run: 60 s backlog, 30 s latency runs, 1,000,000-row initial load (~10 min)
+#   bench/run.sh --quick   # 10 s backlog, 10 s latency runs, 100,000-row initial load (~4 min)
+#
+# Prints a Markdown summary at the end; raw results go to bench/results/RUN_ID/ (git-ignored).
+# Needs sysbench (scripts/setup.sh --bench) and the MariaDB server and client packages (scripts/setup.sh).
+# Every database server is a private one from idaas-testkit (never the system MariaDB); all of them stop
+# when this script ends. Builds the release binaries first (cargo build -j2 --release) unless
+# IDAAS_BENCH_SKIP_BUILD=1; IDAAS_BENCH_WAIT_QUIET=SECONDS first waits up to that long for other work on the
+# machine to stop.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+usage() {
+    sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
+}
+
+QUICK=0
+case "${1:-}" in
+    "") ;;
+    --quick) QUICK=1 ;;
+    -h | --help)
+        usage
+        exit 0
+        ;;
+    *)
+        echo "run.sh: unknown argument '$1'" >&2
+        usage >&2
+        exit 2
+        ;;
+esac
+
+if [ "$QUICK" = 1 ]; then
+    DRAIN_SECS=10 LAT_SECS=10 LOAD_ROWS=100000
+else
+    DRAIN_SECS=60 LAT_SECS=30 LOAD_ROWS=1000000
+fi
+DRAIN_TABLE_SIZE=100000
+DRAIN_THREADS=4
+LAT_RATE=5000
+LAT_CONNS=4
+
+for tool in sysbench mariadb mariadb-binlog mariadbd; do
+    if ! command -v "$tool" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$tool" ]; then
+        echo "run.sh: '$tool' is missing; run scripts/setup.sh --bench" >&2
+        exit 1
+    fi
+done
+
+RUN_ID=$(date -u +%Y%m%dT%H%M%SZ)$([ "$QUICK" = 1 ] && echo -quick || true)
+OUT=$ROOT/bench/results/$RUN_ID
+mkdir -p "$OUT/drain" "$OUT/latency" "$OUT/load"
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/idaas-bench-XXXXXX")
+
+log() {
+    echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$OUT/run.log" >&2
+}
+loadavg() {
+    cut -d' ' -f1-3 /proc/loadavg
+}
+
+# ---------------------------------------------------------------------------------------------------------
+# Processes started here, stopped on exit (by their own ids only).
+SERVER_STATES=()
+SERVER_PIDS=()
+IDAAS_PIDS=()
+cleanup() {
+    local pid state
+    for pid in "${IDAAS_PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for state in "${SERVER_STATES[@]}"; do
+        touch "$state.stop"
+    done
+    for pid in "${IDAAS_PIDS[@]}" "${SERVER_PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+if [ "${IDAAS_BENCH_SKIP_BUILD:-0}" != 1 ]; then
+    log "building release binaries (load $(loadavg))"
+    cargo build -j2 --release -p idaas-cli -p idaas-bench >"$OUT/build.log" 2>&1 || {
+        tail -20 "$OUT/build.log" >&2
+        exit 1
+    }
+fi
+# Private copies: target/ is shared, and another build may replace the binaries while this script runs.
+cp "$ROOT/target/release/idaas" "$ROOT/target/release/idaas-bench" "$TMP/"
+IDAAS_BIN=$TMP/idaas
+BENCH=$TMP/idaas-bench
+
+# Busy CPU of the whole machine (all processes), in % of one core, over $1 seconds.
+machine_busy() {
+    local a b
+    a=$(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat)
+    sleep "$1"
+    b=$(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat)
+    awk -v a="$a" -v b="$b" -v s="$1" -v t="$(getconf CLK_TCK)" 'BEGIN { printf "%.0f", 100 * (b - a) / t / s }'
+}
+# IDAAS_BENCH_WAIT_QUIET=SECONDS: wait up to that long for the machine to be quiet (other work below 25 % of
+# one core over 5 s) before starting; the figures are noisy while other builds and tests run.
+busy=$(machine_busy 5)
+quiet_deadline=$((SECONDS + ${IDAAS_BENCH_WAIT_QUIET:-0}))
+while [ "$busy" -ge 25 ] && [ $SECONDS -lt $quiet_deadline ]; do
+    log "machine busy ($busy % of one core over 5 s); waiting for it to be quiet"
+    busy=$(machine_busy 5)
+done
+
+# starts private MariaDB servers: start_servers NAME SPEC... ; then sources their variables
+start_servers() {
+    local name=$1
+    shift
+    local state=$TMP/$name.env
+    "$BENCH" servers "$state" "$@" 2>>"$OUT/servers.log" &
+    SERVER_PIDS+=($!)
+    SERVER_STATES+=("$state")
+    local i
+    for i in $(seq 600); do
+        [ -f "$state" ] && break
+        kill -0 "${SERVER_PIDS[-1]}" 2>/dev/null || {
+            tail "$OUT/servers.log" >&2
+            exit 1
+        }
+        sleep 0.1
+    done
+    [ -f "$state" ] || {
+        echo "run.sh: servers '$name' did not start" >&2
+        exit 1
+    }
+    # shellcheck disable=SC1090
+    . "$state"
+    cp "$state" "$OUT/$name.servers.env"
+}
+stop_servers() {
+    local name=$1 pid=$2
+    touch "$TMP/$name.env.stop"
+    wait "$pid" 2>/dev/null || true
+}
+
+# starts an idaas server with a fresh data directory; sets API and IDAAS_PID
+start_idaas() {
+    local name=$1
+    local out=$OUT/$name.idaas.out
+    IDAAS_LOG=${IDAAS_LOG:-info} "$IDAAS_BIN" server --listen 127.0.0.1:0 --data-dir "$TMP/idaas-$name" \
+        >"$out" 2>"$OUT/$name.idaas.log" &
+    IDAAS_PID=$!
+    IDAAS_PIDS+=("$IDAAS_PID")
+    local i
+    for i in $(seq 300); do
+        grep -q 'listening on http://' "$out" 2>/dev/null && break
+        kill -0 "$IDAAS_PID" 2>/dev/null || {
+            tail "$OUT/$name.idaas.log" >&2
+            exit 1
+        }
+        sleep 0.1
+    done
+    API=$(sed -n 's|.*listening on http://\([0-9.:]*\).*|\1|p' "$out")
+    [ -n "$API" ] || {
+        echo "run.sh: idaas server '$name' did not start" >&2
+        exit 1
+    }
+}
+stop_idaas() {
+    kill "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+}
+idaas() {
+    "$IDAAS_BIN" --server "http://$API" "$@"
+}
+
+# sql PORT "statements" : runs SQL as root on a private server, tab-separated output without headers
+sql() {
+    local port=$1
+    shift
+    mariadb --no-defaults -h127.0.0.1 -P"$port" -uroot -p"$PASSWORD" -N -B -e "$*"
+}
+master_status() {
+    sql "$1" "SHOW MASTER STATUS" | cut -f1,2
+}
+status_var() {
+    sql "$1" "SHOW GLOBAL STATUS LIKE '$2'" | cut -f2
+}
+replicate_from() {
+    local replica_port=$1 source_port=$2
+    local first
+    first=$(sql "$source_port" "SHOW BINARY LOGS" | head -1 | cut -f1)
+    sql "$replica_port" "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=$source_port, \
+        MASTER_USER='root', MASTER_PASSWORD='$PASSWORD', MASTER_LOG_FILE='$first', MASTER_LOG_POS=4; START SLAVE"
+}
+sysbench_args() {
+    echo --db-driver=mysql --mysql-host=127.0.0.1 --mysql-port="$1" --mysql-user=root \
+        --mysql-password="$PASSWORD" --mysql-db=sbtest --tables=1
+}
+now() {
+    date +%s.%N
+}
+# seconds between two `date +%s.%N` values, 3 decimals
+elapsed() {
+    awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'
+}
+# waits (untimed) until a pipeline's checkpoint reaches the source's current end
+catch_up_pipeline() {
+    local alias=$1 source_port=$2 f p
+    read -r f p < <(master_status "$source_port")
+    "$BENCH" wait-pipeline --api "$API" --pipeline "$alias" --file "$f" --pos "$p" --timeout 1800 >/dev/null
+}
+catch_up_replica() {
+    local replica_port=$1 source_port=$2 f p
+    read -r f p < <(master_status "$source_port")
+    "$BENCH" wait-replica --port "$replica_port" --password "$PASSWORD" --file "$f" --pos "$p" --timeout 1800 \
+        >/dev/null
+}
+sbtest_checksum() {
+    sql "$1" "CHECKSUM TABLE sbtest.sbtest1" | cut -f2
+}
+sbtest_content() {
+    sql "$1" "SELECT COUNT(*), BIT_XOR(CRC32(CONCAT_WS('#', id, k, c, pad))) FROM sbtest.sbtest1" | tr '\t' ' '
+}
+# waits until the CHECKSUM TABLE of sbtest.sbtest1 on PORT equals EXPECTED; prints the time (epoch) it did
+await_checksum() {
+    local port=$1 expected=$2 deadline=$((SECONDS + 120))
+    while [ "$(sbtest_checksum "$port")" != "$expected" ]; do
+        if [ $SECONDS -gt $deadline ]; then
+            echo "run.sh: CHECKSUM TABLE on port $port never reached $expected (it is $(sbtest_checksum "$port"))" >&2
+            return 1
+        fi
+        sleep 0.05
+    done
+    now
+}
+
+# ---------------------------------------------------------------------------------------------------------
+log "results in $OUT"
+GIT_COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+GIT_DIRTY=$([ -n "$(git status --porcelain 2>/dev/null)" ] && echo yes || echo no)
+{
+    echo "run_id=$RUN_ID"
+    echo "quick=$QUICK"
+    echo "command=bench/run.sh${1:+ $1}"
+    echo "git_commit=$GIT_COMMIT"
+    echo "git_dirty=$GIT_DIRTY"
+    echo "nproc=$(nproc)"
+    echo "cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
+    echo "mem_total_mb=$(awk '/MemTotal/ { printf "%d", $2 / 1024 }' /proc/meminfo)"
+    echo "kernel=$(uname -r)"
+    echo "sysbench=$(sysbench --version)"
+    echo "rustc=$(rustc --version 2>/dev/null || echo unknown)"
+    echo "start_utc=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "load_at_start=$(loadavg)"
+    echo "machine_busy_before_start_pct=$busy"
+    echo "idaas_binary=$(sha256sum "$IDAAS_BIN" | cut -c1-16) built $(date -u -r "$ROOT/target/release/idaas" +%Y-%m-%dT%H:%M:%SZ)"
+} >"$OUT/machine.env"
+git status --porcelain >"$OUT/git-status.txt" 2>/dev/null || true
+
+# =========================================================================================================
+# 1. CDC drain
+# =========================================================================================================
+bench_drain() {
+    local D=$OUT/drain
+    log "1. CDC drain: starting source, target and two replicas"
+    start_servers drain src tgt:nobinlog rep:nobinlog prep:nobinlog:parallel=4
+    local servers_pid=${SERVER_PIDS[-1]}
+    echo "mariadb_version=$(sql "$SRC_PORT" 'SELECT VERSION()')" >>"$OUT/machine.env"
+    replicate_from "$REP_PORT" "$SRC_PORT"
+    replicate_from "$PREP_PORT" "$SRC_PORT"
+    sql "$SRC_PORT" "CREATE DATABASE sbtest"
+    sql "$TGT_PORT" "CREATE DATABASE sbtest"
+    log "1. sysbench prepare: $DRAIN_TABLE_SIZE rows"
+    # shellcheck disable=SC2046
+    sysbench oltp_write_only $(sysbench_args "$SRC_PORT") --table-size=$DRAIN_TABLE_SIZE prepare >"$D/prepare.txt"
+
+    start_idaas drain
+    local idaas_pid=$IDAAS_PID
+    idaas connection create --alias src --type mysql --host 127.0.0.1 --port "$SRC_PORT" --user root \
+        --password "$PASSWORD" --database sbtest >/dev/null
+    idaas connection create --alias tgt --type mysql --host 127.0.0.1 --port "$TGT_PORT" --user root \
+        --password "$PASSWORD" --database sbtest >/dev/null
+    idaas pipeline create --alias drain --source src.sbtest1 --target tgt.sbtest1 --auto-create --start >/dev/null
+    catch_up_pipeline drain "$SRC_PORT"
+    # AutoCreate copies columns and the primary key only; give the target sysbench's secondary index too, so
+    # it maintains the same indexes as the replicas.
+    sql "$TGT_PORT" "ALTER TABLE sbtest.sbtest1 ADD KEY k_1 (k)"
+    catch_up_replica "$REP_PORT" "$SRC_PORT"
+    catch_up_replica "$PREP_PORT" "$SRC_PORT"
+    local base
+    base=$(sbtest_checksum "$SRC_PORT")
+    for port in "$TGT_PORT" "$REP_PORT" "$PREP_PORT"; do
+        [ "$(sbtest_checksum "$port")" = "$base" ] || {
+            echo "run.sh: after the initial sync, port $port differs from the source" >&2
+            exit 1
+        }
+    done
+    idaas pipeline stop drain >/dev/null
+    sql "$REP_PORT" "STOP SLAVE"
+    sql "$PREP_PORT" "STOP SLAVE"
+
+    log "1. sysbench oltp_write_only run: $DRAIN_THREADS threads, $DRAIN_SECS s (load $(loadavg))"
+    local start_file start_pos end_file end_pos
+    read -r start_file start_pos < <(master_status "$SRC_PORT")
+    local load_before_run
+    load_before_run=$(loadavg)
+    # shellcheck disable=SC2046
+    sysbench oltp_write_only $(sysbench_args "$SRC_PORT") --table-size=$DRAIN_TABLE_SIZE \
+        --threads=$DRAIN_THREADS --time="$DRAIN_SECS" --report-interval=10 run >"$D/sysbench.txt"
+    read -r end_file end_pos < <(master_status "$SRC_PORT")
+    local txns tps
+    txns=$(sed -n 's/^ *transactions: *\([0-9]*\).*/\1/p' "$D/sysbench.txt")
+    tps=$(sed -n 's/^ *transactions: *[0-9]* *(\([0-9.]*\) per sec.).*/\1/p' "$D/sysbench.txt")
+
+    log "1. counting the backlog's row events ($start_file:$start_pos .. $end_file:$end_pos)"
+    local files bytes
+    files=$(sql "$SRC_PORT" "SHOW BINARY LOGS" | cut -f1 | awk -v a="$start_file" -v b="$end_file" '$1 >= a && $1 <= b')
+    bytes=$(sql "$SRC_PORT" "SHOW BINARY LOGS" | awk -v a="$start_file" -v b="$end_file" -v s="$start_pos" -v e="$end_pos" '
+        $1 >= a && $1 <= b { n = $2; if ($1 == b) n = e; if ($1 == a) n -= s; total += n } END { print total }')
+    # shellcheck disable=SC2086
+    mariadb-binlog --no-defaults --read-from-remote-server -h127.0.0.1 -P"$SRC_PORT" -uroot -p"$PASSWORD" \
+        --start-position="$start_pos" --stop-position="$end_pos" --base64-output=DECODE-ROWS -v $files |
+        awk '
+            /^### INSERT INTO / { ins++ }
+            /^### UPDATE / { upd++ }
+            /^### DELETE FROM / { del++ }
+            /\t(Write|Update|Delete)_rows(_v1)?: table id/ { ev++ }
+            /\tXid = / { xid++ }
+            END { printf "%d %d %d %d %d\n", ins, upd, del, ev, xid }' >"$D/binlog-counts.txt"
+    local ins upd del events xids
+    read -r ins upd del events xids <"$D/binlog-counts.txt"
+    cat >"$D/backlog.json" <<EOF
+{"secs": $DRAIN_SECS, "threads": $DRAIN_THREADS, "table_size": $DRAIN_TABLE_SIZE,
+ "sysbench_transactions": ${txns:-0}, "sysbench_tps": ${tps:-0},
+ "binlog": {"start": {"file": "$start_file", "pos": $start_pos}, "end": {"file": "$end_file", "pos": $end_pos},
+            "bytes": $bytes, "row_events": $events, "xids": $xids},
+ "rows": {"insert": $ins, "update": $upd, "delete": $del, "total": $((ins + upd + del))},
+ "load_before_run": "$load_before_run", "load_after_run": "$(loadavg)"}
+EOF
+    local expected expected_content
+    expected=$(sbtest_checksum "$SRC_PORT")
+    expected_content=$(sbtest_content "$SRC_PORT")
+    sleep 2
+
+    # --- iDaaS
+    log "1. drain by iDaaS (load $(loadavg))"
+    local c0 s0 y0 t0 ok_at
+    c0=$(status_var "$TGT_PORT" Com_commit)
+    s0=$(status_var "$TGT_PORT" Com_stmt_execute)
+    y0=$(status_var "$TGT_PORT" Innodb_data_fsyncs)
+    t0=$(now)
+    idaas pipeline start drain >/dev/null
+    "$BENCH" wait-pipeline --api "$API" --pipeline drain --file "$end_file" --pos "$end_pos" --t0 "$t0" \
+        --pids "idaas=$idaas_pid,source=$SRC_PID,target=$TGT_PID" --timeline "$D/idaas-timeline.csv" \
+        >"$D/idaas.json"
+    ok_at=$(await_checksum "$TGT_PORT" "$expected")
+    idaas pipeline stats drain --json >"$D/idaas-stats.json"
+    idaas pipeline stop drain >/dev/null
+    cat >"$D/idaas-check.json" <<EOF
+{"checksum_equal_at_s": $(elapsed "$t0" "$ok_at"), "checksum": $expected,
+ "content_source": "$expected_content", "content_target": "$(sbtest_content "$TGT_PORT")",
+ "target_commits": $(($(status_var "$TGT_PORT" Com_commit) - c0)),
+ "target_statements": $(($(status_var "$TGT_PORT" Com_stmt_execute) - s0)),
+ "target_innodb_fsyncs": $(($(status_var "$TGT_PORT" Innodb_data_fsyncs) - y0))}
+EOF
+    sleep 2
+
+    # --- native replicas
+    local name port pid
+    for name in rep prep; do
+        if [ "$name" = rep ]; then port=$REP_PORT pid=$REP_PID; else port=$PREP_PORT pid=$PREP_PID; fi
+        log "1. drain by the native replica '$name' (load $(loadavg))"
+        y0=$(status_var "$port" Innodb_data_fsyncs)
+        c0=$(status_var "$port" Handler_commit)
+        t0=$(now)
+        sql "$port" "START SLAVE"
+        "$BENCH" wait-replica --port "$port" --password "$PASSWORD" --file "$end_file" --pos "$end_pos" --t0 "$t0" \
+            --pids "source=$SRC_PID,replica=$pid" --timeline "$D/$name-timeline.csv" >"$D/$name.json"
+        ok_at=$(await_checksum "$port" "$expected")
+        sql "$port" "STOP SLAVE"
+        cat >"$D/$name-check.json" <<EOF
+{"checksum_equal_at_s": $(elapsed "$t0" "$ok_at"), "checksum": $expected,
+ "content_source": "$expected_content", "content_target": "$(sbtest_content "$port")",
+ "replica_handler_commits": $(($(status_var "$port" Handler_commit) - c0)),
+ "replica_innodb_fsyncs": $(($(status_var "$port" Innodb_data_fsyncs) - y0))}
+EOF
+        sleep 2
+    done
+    cp "$SRC_LOG" "$D/source-mariadbd.err" 2>/dev/null || true
+    stop_idaas "$idaas_pid"
+    stop_servers drain "$servers_pid"
+}
+
+# =========================================================================================================
+# 2. Latency at a steady rate
+# =========================================================================================================
+bench_latency() {
+    local L=$OUT/latency
+    log "2. latency: starting source, target and two replicas"
+    start_servers latency src tgt:nobinlog rep:nobinlog prep:nobinlog:parallel=4
+    local servers_pid=${SERVER_PIDS[-1]}
+    replicate_from "$REP_PORT" "$SRC_PORT"
+    replicate_from "$PREP_PORT" "$SRC_PORT"
+    sql "$SRC_PORT" "CREATE DATABASE lat; CREATE TABLE lat.events (id BIGINT PRIMARY KEY, payload VARCHAR(100), n INT)"
+    sql "$TGT_PORT" "CREATE DATABASE lat; CREATE TABLE lat.events (id BIGINT PRIMARY KEY, payload VARCHAR(100),
+        n INT, applied_at TIMESTAMP(6) NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6))"
+    start_idaas latency
+    local idaas_pid=$IDAAS_PID
+    idaas connection create --alias src --type mysql --host 127.0.0.1 --port "$SRC_PORT" --user root \
+        --password "$PASSWORD" --database lat >/dev/null
+    idaas connection create --alias tgt --type mysql --host 127.0.0.1 --port "$TGT_PORT" --user root \
+        --password "$PASSWORD" --database lat >/dev/null
+    idaas pipeline create --alias lat --source src.events --target tgt.events --start >/dev/null
+    catch_up_pipeline lat "$SRC_PORT"
+    catch_up_replica "$REP_PORT" "$SRC_PORT"
+    catch_up_replica "$PREP_PORT" "$SRC_PORT"
+    sql "$REP_PORT" "STOP SLAVE"
+    sql "$PREP_PORT" "STOP SLAVE"
+    local common=(--source-port "$SRC_PORT" --password "$PASSWORD" --rate $LAT_RATE --secs "$LAT_SECS"
+        --conns $LAT_CONNS --update-every 5)
+
+    log "2a. iDaaS, applied_at (load $(loadavg))"
+    "$BENCH" latency "${common[@]}" --first-id 1 --check-port "$TGT_PORT" --applied-at \
+        --pids "idaas=$idaas_pid,source=$SRC_PID,target=$TGT_PID" --raw "$L/idaas-applied-raw.csv" \
+        >"$L/idaas-applied.json"
+    sleep 2
+    log "2b. iDaaS, polled (load $(loadavg))"
+    "$BENCH" latency "${common[@]}" --first-id 100000001 --check-port "$TGT_PORT" --applied-at \
+        --poll-port "$TGT_PORT" --pids "idaas=$idaas_pid,source=$SRC_PID,target=$TGT_PID" \
+        --raw "$L/idaas-poll-raw.csv" >"$L/idaas-poll.json"
+    idaas pipeline stats lat --json >"$L/idaas-stats.json"
+    idaas pipeline stop lat >/dev/null
+    sleep 2
+
+    local name port pid first=200000001
+    for name in rep prep; do
+        if [ "$name" = rep ]; then port=$REP_PORT pid=$REP_PID; else port=$PREP_PORT pid=$PREP_PID; fi
+        sql "$port" "START SLAVE"
+        catch_up_replica "$port" "$SRC_PORT"
+        sleep 2
+        log "2c. native replica '$name', polled (load $(loadavg))"
+        "$BENCH" latency "${common[@]}" --first-id $first --check-port "$port" --poll-port "$port" \
+            --pids "source=$SRC_PID,replica=$pid" --raw "$L/$name-poll-raw.csv" >"$L/$name-poll.json"
+        sql "$port" "STOP SLAVE"
+        first=$((first + 100000000))
+        sleep 2
+    done
+
+    # Everything consistent at the end: all consumers catch up, contents compared (without applied_at).
+    idaas pipeline start lat >/dev/null
+    sql "$REP_PORT" "START SLAVE"
+    sql "$PREP_PORT" "START SLAVE"
+    catch_up_pipeline lat "$SRC_PORT"
+    catch_up_replica "$REP_PORT" "$SRC_PORT"
+    catch_up_replica "$PREP_PORT" "$SRC_PORT"
+    local q="SELECT COUNT(*), BIT_XOR(CRC32(CONCAT_WS('#', id, payload, n))) FROM lat.events"
+    {
+        echo "source $(sql "$SRC_PORT" "$q")"
+        echo "target $(sql "$TGT_PORT" "$q")"
+        echo "rep $(sql "$REP_PORT" "$q")"
+        echo "prep $(sql "$PREP_PORT" "$q")"
+    } | tr '\t' ' ' >"$L/final-content.txt"
+    stop_idaas "$idaas_pid"
+    stop_servers latency "$servers_pid"
+}
+
+# =========================================================================================================
+# 3. Initial load
+# =========================================================================================================
+bench_load() {
+    local I=$OUT/load
+    log "3. initial load: starting source and target"
+    start_servers load src tgt:nobinlog
+    local servers_pid=${SERVER_PIDS[-1]}
+    sql "$SRC_PORT" "CREATE DATABASE sbtest"
+    sql "$TGT_PORT" "CREATE DATABASE sbtest; CREATE DATABASE peer"
+    log "3. sysbench oltp_read_write prepare: $LOAD_ROWS rows"
+    # shellcheck disable=SC2046
+    sysbench oltp_read_write $(sysbench_args "$SRC_PORT") --table-size=$LOAD_ROWS prepare >"$I/prepare.txt"
+    sql "$SRC_PORT" "ANALYZE TABLE sbtest.sbtest1" >/dev/null
+    start_idaas load
+    local idaas_pid=$IDAAS_PID
+    idaas connection create --alias src --type mysql --host 127.0.0.1 --port "$SRC_PORT" --user root \
+        --password "$PASSWORD" --database sbtest >/dev/null
+    idaas connection create --alias tgt --type mysql --host 127.0.0.1 --port "$TGT_PORT" --user root \
+        --password "$PASSWORD" --database sbtest >/dev/null
+    sleep 2
+    log "3. pipeline create --auto-create --start (load $(loadavg))"
+    local t0
+    t0=$(now)
+    idaas pipeline create --alias load --source src.sbtest1 --target tgt.sbtest1 --auto-create --start >/dev/null
+    "$BENCH" wait-snapshot --api "$API" --pipeline load --pid "$idaas_pid" --t0 "$t0" --interval-ms 100 \
+        --pids "idaas=$idaas_pid,source=$SRC_PID,target=$TGT_PID" --timeline "$I/rss-timeline.csv" \
+        >"$I/idaas.json"
+    idaas pipeline stats load --json >"$I/idaas-stats.json"
+    idaas pipeline stop load >/dev/null
+    local src_sum tgt_sum
+    src_sum=$(sbtest_checksum "$SRC_PORT")
+    tgt_sum=$(sbtest_checksum "$TGT_PORT")
+    cat >"$I/idaas-check.json" <<EOF
+{"rows": $LOAD_ROWS, "checksum_source": $src_sum, "checksum_target": $tgt_sum,
+ "content_source": "$(sbtest_content "$SRC_PORT")", "content_target": "$(sbtest_content "$TGT_PORT")"}
+EOF
+    stop_idaas "$idaas_pid"
+    sleep 2
+
+    # Reference: mariadb-dump | mariadb into a table of the same shape as the one AutoCreate made.
+    log "3. reference: mariadb-dump | mariadb (load $(loadavg))"
+    local ddl
+    ddl=$(sql "$TGT_PORT" "SHOW CREATE TABLE sbtest.sbtest1" | cut -f2 | sed 's/\\n/ /g')
+    sql "$TGT_PORT" "USE peer; $ddl"
+    local d0 d1 dump_load
+    dump_load=$(loadavg)
+    d0=$(now)
+    mariadb-dump --no-defaults -h127.0.0.1 -P"$SRC_PORT" -uroot -p"$PASSWORD" --single-transaction --quick \
+        --no-create-info sbtest sbtest1 |
+        mariadb --no-defaults -h127.0.0.1 -P"$TGT_PORT" -uroot -p"$PASSWORD" peer
+    d1=$(now)
+    cat >"$I/dump.json" <<EOF
+{"rows": $LOAD_ROWS, "elapsed_s": $(elapsed "$d0" "$d1"), "load_before": "$dump_load", "load_after": "$(loadavg)",
+ "checksum_equal": $([ "$(sql "$TGT_PORT" "CHECKSUM TABLE peer.sbtest1" | cut -f2)" = "$src_sum" ] && echo true || echo false)}
+EOF
+    stop_servers load "$servers_pid"
+}
+
+bench_drain
+bench_latency
+bench_load
+echo "end_utc=$(date -u +%Y-%m-%dT%H:%M:%SZ)" >>"$OUT/machine.env"
+echo "load_at_end=$(loadavg)" >>"$OUT/machine.env"
+log "done"
+"$BENCH" report "$OUT" | tee "$OUT/summary.md"

@@ -1,0 +1,364 @@
+//! `idaas-bench report DIR`: the Markdown summary of one `bench/run.sh` run, from the files it wrote.
+
+use crate::args::Args;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+struct Run {
+    dir: PathBuf,
+}
+
+impl Run {
+    fn json(&self, name: &str) -> Value {
+        std::fs::read_to_string(self.dir.join(name))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or(Value::Null)
+    }
+
+    fn env(&self, name: &str) -> HashMap<String, String> {
+        std::fs::read_to_string(self.dir.join(name))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+            .collect()
+    }
+}
+
+fn f(v: &Value) -> Option<f64> {
+    v.as_f64().or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+}
+
+fn fmt(v: Option<f64>, decimals: usize) -> String {
+    v.map(|x| format!("{x:.decimals$}")).unwrap_or_else(|| "-".into())
+}
+
+/// 1234567 -> "1,234,567".
+fn thousands(v: Option<f64>) -> String {
+    let Some(v) = v else { return "-".into() };
+    let s = format!("{:.0}", v);
+    let (sign, digits) = s.strip_prefix('-').map(|d| ("-", d)).unwrap_or(("", &s));
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    format!("{sign}{out}")
+}
+
+fn load1(v: &Value) -> String {
+    match v {
+        Value::Array(a) => fmt(a.first().and_then(f), 2),
+        Value::String(s) => s.split_whitespace().next().unwrap_or("-").to_string(),
+        _ => "-".into(),
+    }
+}
+
+/// `(key in the cpu object, label)` pairs.
+type CpuNames<'a> = &'a [(&'a str, &'a str)];
+
+/// The named processes' CPU, then everything else on the machine (`other`).
+fn cpu(v: &Value, names: CpuNames) -> String {
+    names
+        .iter()
+        .chain(&[("other", "other processes")])
+        .filter_map(|(key, label)| f(&v[*key]["cpu_pct"]).map(|p| format!("{label} {p:.0} %")))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "met" } else { "**missed**" }
+}
+
+pub fn run(args: &Args) -> Result<(), String> {
+    let dir = args.positional.first().ok_or("report: DIR is required")?;
+    let run = Run { dir: Path::new(dir).to_path_buf() };
+    let m = run.env("machine.env");
+    let g = |k: &str| m.get(k).cloned().unwrap_or_else(|| "?".into());
+    let mut out = String::new();
+    let _ = writeln!(out, "## iDaaS benchmarks, run {}\n", g("run_id"));
+    let _ = writeln!(
+        out,
+        "`{}` at commit {} (uncommitted changes: {}; binary {}); {} cores ({}), {} MB RAM, kernel {}; {}; {}; \
+         load average (1/5/15 min) {} at the start, {} at the end; machine busy {} % of one core in the 5 s \
+         before the start.\n",
+        g("command"),
+        g("git_commit"),
+        g("git_dirty"),
+        g("idaas_binary"),
+        g("nproc"),
+        g("cpu"),
+        g("mem_total_mb"),
+        g("kernel"),
+        g("mariadb_version"),
+        g("sysbench"),
+        g("load_at_start"),
+        g("load_at_end"),
+        g("machine_busy_before_start_pct"),
+    );
+
+    // 1. Drain
+    let backlog = run.json("drain/backlog.json");
+    if !backlog.is_null() {
+        let rows = f(&backlog["rows"]["total"]);
+        let txns = f(&backlog["sysbench_transactions"]);
+        let _ = writeln!(out, "### 1. CDC drain, MariaDB -> MariaDB\n");
+        let _ = writeln!(
+            out,
+            "Backlog: sysbench `oltp_write_only`, {} threads, {} s, 1 table of {} rows: {} transactions ({} per s \
+             on the source), {} row changes ({} inserts, {} updates, {} deletes) in {} row events, {} MB of \
+             binlog ({}:{} to {}:{}; {} `Xid` commits). Load average before the sysbench run {}.\n",
+            backlog["threads"],
+            backlog["secs"],
+            thousands(f(&backlog["table_size"])),
+            thousands(txns),
+            fmt(f(&backlog["sysbench_tps"]), 0),
+            thousands(rows),
+            thousands(f(&backlog["rows"]["insert"])),
+            thousands(f(&backlog["rows"]["update"])),
+            thousands(f(&backlog["rows"]["delete"])),
+            thousands(f(&backlog["binlog"]["row_events"])),
+            fmt(f(&backlog["binlog"]["bytes"]).map(|b| b / 1e6), 1),
+            backlog["binlog"]["start"]["file"].as_str().unwrap_or("?"),
+            backlog["binlog"]["start"]["pos"],
+            backlog["binlog"]["end"]["file"].as_str().unwrap_or("?"),
+            backlog["binlog"]["end"]["pos"],
+            thousands(f(&backlog["binlog"]["xids"])),
+            backlog["load_before_run"].as_str().unwrap_or("-"),
+        );
+        let _ = writeln!(
+            out,
+            "| Consumer | Drain s | Transactions/s | Rows/s | Speed-up of iDaaS (target >= 3x) | CPU, % of one core | \
+             Load 1 min before | Target = source |"
+        );
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---|---:|---|");
+        let idaas_s = f(&run.json("drain/idaas.json")["elapsed_s"]);
+        for (file, label, cpu_names) in [
+            (
+                "idaas",
+                "iDaaS pipeline",
+                &[("idaas", "idaas"), ("target", "target mariadbd"), ("source", "source")][..],
+            ),
+            (
+                "rep",
+                "native replica, 1 SQL thread (default)",
+                &[("replica", "replica mariadbd"), ("source", "source")][..],
+            ),
+            (
+                "prep",
+                "native replica, 4 parallel threads (optimistic)",
+                &[("replica", "replica mariadbd"), ("source", "source")][..],
+            ),
+        ] {
+            let r = run.json(&format!("drain/{file}.json"));
+            let check = run.json(&format!("drain/{file}-check.json"));
+            let secs = f(&r["elapsed_s"]);
+            let speedup = match (file, idaas_s, secs) {
+                ("idaas", _, _) => "-".to_string(),
+                (_, Some(i), Some(s)) => format!("{:.2}x ({})", s / i, verdict(s / i >= 3.0)),
+                _ => "-".into(),
+            };
+            let equal = match (check["content_source"].as_str(), check["content_target"].as_str()) {
+                (Some(a), Some(b)) if a == b => {
+                    format!("yes (CHECKSUM TABLE equal at {} s)", fmt(f(&check["checksum_equal_at_s"]), 2))
+                }
+                (Some(_), Some(_)) => "**no**".into(),
+                _ => "-".into(),
+            };
+            let _ = writeln!(
+                out,
+                "| {label} | {} | {} | {} | {speedup} | {} | {} | {equal} |",
+                fmt(secs, 2),
+                thousands(txns.zip(secs).map(|(t, s)| t / s)),
+                thousands(rows.zip(secs).map(|(r, s)| r / s)),
+                cpu(&r["cpu"], cpu_names),
+                load1(&r["load_before"]),
+            );
+        }
+        let check = run.json("drain/idaas-check.json");
+        if let (Some(commits), Some(rows)) = (f(&check["target_commits"]), rows) {
+            let _ = writeln!(
+                out,
+                "\niDaaS wrote the backlog in {} target transactions ({} statements, {} InnoDB fsyncs on the \
+                 target): {} row changes per target transaction on average.",
+                thousands(Some(commits)),
+                thousands(f(&check["target_statements"])),
+                thousands(f(&check["target_innodb_fsyncs"])),
+                thousands(Some(rows / commits.max(1.0)))
+            );
+        }
+        for (file, label) in [("rep", "1-thread"), ("prep", "parallel")] {
+            let c = run.json(&format!("drain/{file}-check.json"));
+            if let Some(fsyncs) = f(&c["replica_innodb_fsyncs"]) {
+                let _ = writeln!(
+                    out,
+                    "The {label} replica made {} InnoDB fsyncs ({} handler commits).",
+                    thousands(Some(fsyncs)),
+                    thousands(f(&c["replica_handler_commits"])),
+                );
+            }
+        }
+        let _ = writeln!(out);
+    }
+
+    // 2. Latency
+    let a = run.json("latency/idaas-applied.json");
+    if !a.is_null() {
+        let _ = writeln!(
+            out,
+            "### 2. End-to-end latency at a steady {} row changes/s\n",
+            thousands(f(&a["plan"]["rate"]))
+        );
+        let _ = writeln!(
+            out,
+            "{} source connections, {} s per run, 1-row autocommit statements (4 inserts of fresh ids : 1 update of \
+             a recent id). Latency = arrival on the target minus the source commit (time the statement returned).\n",
+            a["plan"]["conns"], a["plan"]["secs"]
+        );
+        let _ = writeln!(
+            out,
+            "| Consumer, method | Achieved rate/s | Ids measured | p50 ms (target < 5) | p90 ms | p99 ms (target < 25) | \
+             max ms | All applied, s after the last commit | CPU, % of one core | Load 1 min before |"
+        );
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|");
+        let rows: [(&str, &str, &str, CpuNames); 5] = [
+            (
+                "idaas-applied",
+                "/applied_at/all_ids_last_change",
+                "iDaaS, applied_at of every id's last change",
+                &[("idaas", "idaas"), ("target", "target"), ("source", "source")],
+            ),
+            (
+                "idaas-poll",
+                "/applied_at/all_ids_last_change",
+                "iDaaS, applied_at (run with the poller)",
+                &[("idaas", "idaas"), ("target", "target"), ("source", "source")],
+            ),
+            (
+                "idaas-poll",
+                "/visible/insert_first_seen",
+                "iDaaS, polled: insert first seen",
+                &[("idaas", "idaas"), ("target", "target"), ("source", "source")],
+            ),
+            (
+                "rep-poll",
+                "/visible/insert_first_seen",
+                "native replica 1 thread, polled: insert first seen",
+                &[("replica", "replica"), ("source", "source")],
+            ),
+            (
+                "prep-poll",
+                "/visible/insert_first_seen",
+                "native replica 4 threads, polled: insert first seen",
+                &[("replica", "replica"), ("source", "source")],
+            ),
+        ];
+        for (file, pointer, label, cpu_names) in rows {
+            let r = run.json(&format!("latency/{file}.json"));
+            let d = r.pointer(pointer).cloned().unwrap_or(Value::Null);
+            if d.is_null() {
+                continue;
+            }
+            let p50 = f(&d["p50_ms"]);
+            let p99 = f(&d["p99_ms"]);
+            let mark = |v: Option<f64>, limit: f64| match v {
+                Some(x) if x < limit => format!("{x:.2}"),
+                Some(x) => format!("**{x:.2}**"),
+                None => "-".into(),
+            };
+            let _ = writeln!(
+                out,
+                "| {label} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                thousands(f(&r["achieved_rate"])),
+                thousands(f(&d["count"])),
+                mark(p50, 5.0),
+                fmt(f(&d["p90_ms"]), 2),
+                mark(p99, 25.0),
+                fmt(f(&d["max_ms"]), 2),
+                fmt(f(&r["settle_after_last_commit_s"]), 2),
+                cpu(&r["cpu"], cpu_names),
+                load1(&r["load_before"]),
+            );
+        }
+        let s = &a["source_statement"];
+        let _ = writeln!(
+            out,
+            "\nSource statement time in run 2a (send to commit returned): p50 {} ms, p99 {} ms. Negative latencies \
+             (the target had the change before the source's client saw its commit return): {} of {} in 2a. \
+             Poll period {} ms (2b).\n",
+            fmt(f(&s["p50_ms"]), 2),
+            fmt(f(&s["p99_ms"]), 2),
+            a["applied_at"]["all_ids_last_change"]["negative"],
+            a["applied_at"]["all_ids_last_change"]["count"],
+            fmt(f(&run.json("latency/idaas-poll.json")["visible"]["poll_period_ms"]), 2),
+        );
+    }
+
+    // 3. Initial load
+    let l = run.json("load/idaas.json");
+    if !l.is_null() {
+        let check = run.json("load/idaas-check.json");
+        let dump = run.json("load/dump.json");
+        let rows = f(&check["rows"]);
+        let _ = writeln!(out, "### 3. Initial load\n");
+        let _ = writeln!(
+            out,
+            "| Method | Rows | Seconds | Rows/s | Peak RSS, sampled every {} ms (target < 256 MB) | VmHWM | \
+             CPU, % of one core | Load 1 min before | Target = source |",
+            l["poll_interval_ms"]
+        );
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---|---:|---|");
+        let secs = f(&l["elapsed_s"]);
+        let peak = f(&l["rss_peak_sampled_kb"]).map(|k| k / 1024.0);
+        let hwm = f(&l["vm_hwm_kb"]).map(|k| k / 1024.0);
+        let equal = check["content_source"] == check["content_target"] && !check["content_source"].is_null();
+        let _ = writeln!(
+            out,
+            "| iDaaS pipeline, `create` to snapshot done | {} | {} | {} | {} MB ({}) | {} MB | {} | {} | {} |",
+            thousands(rows),
+            fmt(secs, 2),
+            thousands(rows.zip(secs).map(|(r, s)| r / s)),
+            fmt(peak, 1),
+            peak.map(|p| verdict(p < 256.0)).unwrap_or("-"),
+            fmt(hwm, 1),
+            cpu(&l["cpu"], &[("idaas", "idaas"), ("target", "target"), ("source", "source")]),
+            load1(&l["load_before"]),
+            if equal { "yes" } else { "**no**" },
+        );
+        if !dump.is_null() {
+            let ds = f(&dump["elapsed_s"]);
+            let _ = writeln!(
+                out,
+                "| reference: `mariadb-dump --single-transaction --quick \\| mariadb` | {} | {} | {} | - | - | - | {} | {} |",
+                thousands(rows),
+                fmt(ds, 2),
+                thousands(rows.zip(ds).map(|(r, s)| r / s)),
+                load1(&dump["load_before"]),
+                if dump["checksum_equal"] == true { "yes" } else { "**no**" },
+            );
+        }
+        let _ = writeln!(out);
+    }
+    print!("{out}");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_read_well() {
+        assert_eq!(thousands(Some(1234567.4)), "1,234,567");
+        assert_eq!(thousands(Some(999.0)), "999");
+        assert_eq!(thousands(None), "-");
+        assert_eq!(fmt(Some(1.23456), 2), "1.23");
+        assert_eq!(load1(&serde_json::json!([1.5, 2.0, 3.0])), "1.50");
+        assert_eq!(load1(&serde_json::json!("0.84 1.00 1.10")), "0.84");
+    }
+}
