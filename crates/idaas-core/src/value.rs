@@ -177,6 +177,45 @@ impl Value {
     }
 }
 
+impl Value {
+    /// The value as plain JSON (numbers, strings, arrays), for targets that store a structured value as a
+    /// JSON document (arrays into MySQL). Exact decimals become strings so no digit is lost; bytes become
+    /// `\\x`-prefixed hex; temporal values ISO 8601 text.
+    pub fn to_plain_json(&self) -> serde_json::Value {
+        use serde_json::Value as J;
+        match self {
+            Value::Null | Value::Unchanged => J::Null,
+            Value::Bool(b) => J::Bool(*b),
+            Value::Int(i) => J::from(*i),
+            Value::UInt(u) => J::from(*u),
+            Value::Float(f) => {
+                serde_json::Number::from_f64(*f as f64).map(J::Number).unwrap_or(J::String(f.to_string()))
+            }
+            Value::Double(f) => {
+                serde_json::Number::from_f64(*f).map(J::Number).unwrap_or(J::String(f.to_string()))
+            }
+            Value::Decimal(s) | Value::Text(s) | Value::Enum(s) => J::String(s.clone()),
+            Value::Bytes(b) => {
+                J::String(format!("\\x{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>()))
+            }
+            Value::Date(d) => J::String(d.to_string()),
+            Value::Time(t) => J::String(t.to_string()),
+            Value::DateTime(dt) => J::String(dt.to_string()),
+            Value::Timestamp(us) => J::String(format!("{}Z", timestamp_to_utc(*us))),
+            Value::ZeroTimestamp => J::String("0000-00-00 00:00:00".into()),
+            Value::Year(y) => J::from(*y),
+            Value::Json(s) => serde_json::from_str(s).unwrap_or(J::String(s.clone())),
+            Value::Set(m) => J::Array(m.iter().map(|x| J::String(x.clone())).collect()),
+            Value::Bit(b) => J::from(*b),
+            Value::Uuid(u) => {
+                let h: String = u.iter().map(|b| format!("{b:02x}")).collect();
+                J::String(format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32]))
+            }
+            Value::Array(items) => J::Array(items.iter().map(Value::to_plain_json).collect()),
+        }
+    }
+}
+
 /// Microseconds since the Unix epoch to a UTC date and time.
 pub fn timestamp_to_utc(micros: i64) -> DateTime {
     let secs = micros.div_euclid(1_000_000);

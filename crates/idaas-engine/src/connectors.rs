@@ -2,8 +2,10 @@
 //! a server speaks when the user did not say.
 
 use idaas_connectors::mysql::{MySql, MySqlSink, MySqlSource};
-use idaas_connectors::postgres::Pg;
+use idaas_connectors::postgres::source::PgSource;
+use idaas_connectors::postgres::{Pg, PgSink};
 use idaas_connectors::{ConnectionConfig, ConnectorKind};
+use idaas_core::TableRef;
 use idaas_core::{Error, ErrorKind, Result, Sink, Source};
 use idaas_store::StoredConnection;
 use std::sync::Arc;
@@ -26,17 +28,32 @@ pub(crate) fn config_of(c: &StoredConnection) -> Result<ConnectionConfig> {
 
 /// The source for a connection; `pipeline` names the pipeline that owns server-side objects (PostgreSQL's
 /// slot and publication), `None` for catalogue requests.
-pub(crate) fn source_for(c: &StoredConnection, pipeline: Option<&str>) -> Result<Arc<dyn Source>> {
+/// `table` is the pipeline's source table, so checks report on it.
+pub(crate) fn source_for(
+    c: &StoredConnection,
+    pipeline: Option<&str>,
+    table: Option<&TableRef>,
+) -> Result<Arc<dyn Source>> {
     let cfg = config_of(c)?;
     match cfg.kind {
         ConnectorKind::Mysql => Ok(Arc::new(MySqlSource::new(MySql::new(cfg)?))),
-        ConnectorKind::Postgres => pg_source(Pg::new(cfg)?, pipeline),
+        ConnectorKind::Postgres => {
+            let pg = Pg::new(cfg)?;
+            let source = match pipeline {
+                Some(p) => PgSource::new(pg, p),
+                None => PgSource::catalogue(pg),
+            };
+            Ok(Arc::new(source.with_tables(table.cloned())))
+        }
     }
 }
 
-fn pg_source(pg: Pg, pipeline: Option<&str>) -> Result<Arc<dyn Source>> {
-    let _ = (pg, pipeline);
-    Err(Error::new(ErrorKind::Unsupported, "PostgreSQL sources are not available in this build yet"))
+/// The resolution of a source's commit timestamps, in milliseconds (MySQL binlogs stamp whole seconds).
+pub(crate) fn commit_resolution_ms(c: &StoredConnection) -> i64 {
+    match ConnectorKind::parse(&c.kind) {
+        Ok(ConnectorKind::Postgres) => 1,
+        _ => 1000,
+    }
 }
 
 /// A sink factory for a connection.
@@ -47,13 +64,11 @@ pub(crate) fn sink_for(c: &StoredConnection) -> Result<SinkFactory> {
             let db = MySql::new(cfg)?;
             Ok(Arc::new(move || Box::new(MySqlSink::new(db.clone())) as Box<dyn Sink>))
         }
-        ConnectorKind::Postgres => pg_sink(Pg::new(cfg)?),
+        ConnectorKind::Postgres => {
+            let pg = Pg::new(cfg)?;
+            Ok(Arc::new(move || Box::new(PgSink::new(pg.clone())) as Box<dyn Sink>))
+        }
     }
-}
-
-fn pg_sink(pg: Pg) -> Result<SinkFactory> {
-    let _ = pg;
-    Err(Error::new(ErrorKind::Unsupported, "PostgreSQL targets are not available in this build yet"))
 }
 
 /// Finds which protocol a server speaks: a MySQL/MariaDB server greets first, a PostgreSQL server waits for

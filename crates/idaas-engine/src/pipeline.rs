@@ -74,6 +74,8 @@ pub struct Context {
     pub stats: Arc<Stats>,
     /// Saves checkpoints off the write path.
     pub checkpoints: CheckpointWriter,
+    /// Resolution of the source's commit timestamps in milliseconds (for lag).
+    pub commit_resolution_ms: i64,
 }
 
 /// How a run ended without error.
@@ -355,8 +357,8 @@ async fn stream(
                 Op::Insert | Op::Update | Op::Delete => rows.push(ev),
                 Op::Commit => {
                     commit_pos = Some(ev.source.position.clone());
-                    // Binlog timestamps are whole seconds: bound them by the read time.
-                    if let Some(t) = ev.source.commit_upper_bound_ms(1000) {
+                    // Coarse commit timestamps (whole seconds in binlogs) are bounded by the read time.
+                    if let Some(t) = ev.source.commit_upper_bound_ms(ctx.commit_resolution_ms) {
                         last_commit_ts = Some(t);
                     }
                 }
@@ -377,8 +379,9 @@ async fn stream(
                 write_ms = started.elapsed().as_secs_f64() * 1e3,
                 "batch written"
             );
-            let ts =
-                last_commit_ts.or_else(|| rows.last().and_then(|r| r.source.commit_upper_bound_ms(1000)));
+            let ts = last_commit_ts.or_else(|| {
+                rows.last().and_then(|r| r.source.commit_upper_bound_ms(ctx.commit_resolution_ms))
+            });
             ctx.stats.output(rows.len() as u64, ts);
         } else if heartbeat {
             ctx.stats.caught_up();

@@ -17,7 +17,8 @@ use super::{MySql, check_sink, classify, quote_ident, quote_table, schema, types
 use async_trait::async_trait;
 use idaas_core::batch::{self, Group};
 use idaas_core::{
-    ChangeEvent, CheckReport, ColumnSchema, Error, ErrorKind, Result, Sink, TableRef, TableSchema, Value,
+    ChangeEvent, CheckReport, ColumnSchema, DataType, Error, ErrorKind, Result, Sink, TableRef, TableSchema,
+    Value,
 };
 use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
@@ -32,6 +33,8 @@ struct Target {
     table: TableRef,
     /// Target column names (as the target spells them), keyed by lower-case name.
     columns: HashMap<String, String>,
+    /// Target `DECIMAL(p, s)` columns by lower-case name: values are checked so none is rounded.
+    decimals: HashMap<String, (u32, u32)>,
 }
 
 /// The MySQL/MariaDB sink.
@@ -69,7 +72,17 @@ impl MySqlSink {
 
     fn remember(&mut self, source: &TableRef, target: &TableRef, schema: &TableSchema) {
         let columns = schema.columns.iter().map(|c| (c.name.to_lowercase(), c.name.clone())).collect();
-        self.targets.insert(source.clone(), Target { table: target.clone(), columns });
+        let decimals = schema
+            .columns
+            .iter()
+            .filter_map(|c| match c.data_type {
+                DataType::Decimal { precision, scale, .. } => {
+                    Some((c.name.to_lowercase(), (precision, scale)))
+                }
+                _ => None,
+            })
+            .collect();
+        self.targets.insert(source.clone(), Target { table: target.clone(), columns, decimals });
     }
 
     async fn exec_batch(&mut self, events: &[ChangeEvent]) -> Result<()> {
@@ -94,6 +107,9 @@ impl MySqlSink {
                     .collect();
                 if sets.is_empty() {
                     continue;
+                }
+                for (i, _) in &sets {
+                    target.check_value(&schema.columns[*i], &p.row[*i])?;
                 }
                 let sql = format!(
                     "UPDATE {} SET {} WHERE {}",
@@ -160,6 +176,11 @@ impl MySqlSink {
             } else {
                 updates.join(", ")
             };
+            for r in rows {
+                for (i, _) in &cols {
+                    target.check_value(&schema.columns[*i], &r[*i])?;
+                }
+            }
             let one = format!("({})", vec!["?"; cols.len()].join(","));
             let max_rows = (60_000 / cols.len().max(1)).clamp(1, MAX_ROWS_PER_STATEMENT);
             for chunk in chunks(rows, max_rows) {
@@ -192,6 +213,24 @@ impl MySqlSink {
 }
 
 impl Target {
+    /// Refuses a decimal value the target column would round (MySQL rounds extra fraction digits even in
+    /// strict mode).
+    fn check_value(&self, col: &ColumnSchema, v: &Value) -> Result<()> {
+        if let (Value::Decimal(s), Some((p, sc))) = (v, self.decimals.get(&col.name.to_lowercase()))
+            && !types::decimal_fits(s, *p, *sc)
+        {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "table {}, column '{}': value {s} has more digits than the target's DECIMAL({p},{sc}) holds; \
+                     widen the target column",
+                    self.table, col.name
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn column_name(&self, source_col: &str) -> Result<String> {
         self.columns.get(&source_col.to_lowercase()).cloned().ok_or_else(|| {
             Error::new(

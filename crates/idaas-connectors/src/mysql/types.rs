@@ -296,16 +296,8 @@ pub fn to_param(v: &Value) -> MyValue {
         // Never encoded: sinks write unchanged columns by leaving them out (a patch) and refuse upserts
         // that hold one.
         Value::Unchanged => MyValue::NULL,
-        Value::Array(items) => MyValue::Bytes(
-            serde_json::to_string(&items.iter().map(json_of).collect::<Vec<_>>())
-                .unwrap_or_default()
-                .into_bytes(),
-        ),
+        Value::Array(_) => MyValue::Bytes(v.to_plain_json().to_string().into_bytes()),
     }
-}
-
-fn json_of(v: &Value) -> serde_json::Value {
-    serde_json::to_value(v).unwrap_or_default()
 }
 
 /// Hyphenated lowercase UUID text.
@@ -347,6 +339,9 @@ pub fn ddl_type(table: &str, col: &ColumnSchema) -> Result<String> {
             };
             if *unsigned { format!("{base} UNSIGNED") } else { base.to_string() }
         }
+        // An unconstrained PostgreSQL numeric: the widest MySQL decimal; values that do not fit are refused
+        // when written.
+        DataType::Decimal { precision: 0, scale: 0, .. } => "DECIMAL(65,30)".into(),
         DataType::Decimal { precision, scale, unsigned } => {
             if *precision > 65 || *scale > 38 {
                 return Err(bad(
@@ -399,13 +394,10 @@ pub fn ddl_type(table: &str, col: &ColumnSchema) -> Result<String> {
         DataType::Bit { bits } => format!("BIT({bits})"),
         DataType::Json => "JSON".into(),
         DataType::Uuid => "CHAR(36) CHARACTER SET ascii".into(),
-        DataType::Other { name } => {
-            return Err(bad(
-                table,
-                col,
-                &format!("type '{name}' has no MySQL mapping; create the target table yourself"),
-            ));
-        }
+        // PostgreSQL arrays become JSON arrays; other types without a MySQL counterpart keep their exact
+        // text form (interval, timetz, geometric types, ...).
+        DataType::Other { name } if name.ends_with("[]") => "JSON".into(),
+        DataType::Other { .. } => "LONGTEXT CHARACTER SET utf8mb4".into(),
     })
 }
 
@@ -420,6 +412,18 @@ pub fn column_def(table: &str, col: &ColumnSchema) -> Result<String> {
         (_, false) => " NOT NULL",
     };
     Ok(format!("{} {ty}{null}", quote_ident(&col.name)))
+}
+
+/// True when the exact decimal text `value` fits `DECIMAL(precision, scale)` without rounding.
+pub fn decimal_fits(value: &str, precision: u32, scale: u32) -> bool {
+    let digits = value.trim().trim_start_matches(['-', '+']);
+    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    let int = int.trim_start_matches('0');
+    let frac = frac.trim_end_matches('0');
+    int.chars().all(|c| c.is_ascii_digit())
+        && frac.chars().all(|c| c.is_ascii_digit())
+        && int.len() as u32 <= precision.saturating_sub(scale)
+        && frac.len() as u32 <= scale
 }
 
 /// True when text in charset `source` can be stored in charset `target` without loss.
@@ -489,6 +493,10 @@ pub fn fits(source: &DataType, target: &DataType) -> bool {
         (Json, Json) => true,
         (Json, Text { max_bytes, charset }) => *max_bytes >= 4_294_967_295 && *charset == Charset::Utf8,
         (Uuid, Uuid) => true,
+        (Other { name }, Json) if name.ends_with("[]") => true,
+        (Other { .. }, Text { max_bytes, charset }) => {
+            *max_bytes >= 4_294_967_295 && *charset == Charset::Utf8
+        }
         (Uuid, Char { length, .. } | Varchar { length, .. }) => *length >= 36,
         (a, b) => a == b,
     }
@@ -507,6 +515,15 @@ mod tests {
             default: None,
             collation: None,
         }
+    }
+
+    #[test]
+    fn decimals_that_would_be_rounded_do_not_fit() {
+        assert!(decimal_fits("-12.3400", 6, 2));
+        assert!(decimal_fits("0.5", 1, 1));
+        assert!(!decimal_fits("12.345", 6, 2));
+        assert!(!decimal_fits("123456", 6, 2));
+        assert!(!decimal_fits("NaN", 10, 2));
     }
 
     #[test]
