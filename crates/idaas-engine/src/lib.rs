@@ -69,6 +69,7 @@ fn resolve_table(c: &StoredConnection, name: &str) -> Result<TableRef> {
     match name.split_once('.') {
         Some((db, t)) if !db.is_empty() && !t.is_empty() => Ok(TableRef::new(db, t)),
         Some(_) => Err(Error::invalid(format!("table name '{name}' is not of the form database.table"))),
+        None if c.kind == ConnectorKind::Postgres.as_str() => Ok(TableRef::new("public", name)),
         None => match &c.database {
             Some(db) => Ok(TableRef::new(db.clone(), name)),
             None => Err(Error::invalid(format!(
@@ -206,20 +207,20 @@ impl Engine {
     /// Runs the live check of a connection.
     pub async fn test_connection(&self, alias: &str) -> Result<CheckReport> {
         let c = self.stored_connection(alias)?;
-        connectors::source_for(&c, None)?.check().await
+        connectors::source_for(&c, None, None)?.check().await
     }
 
     /// Tables a connection sees.
     pub async fn list_tables(&self, alias: &str) -> Result<Vec<TableRef>> {
         let c = self.stored_connection(alias)?;
-        connectors::source_for(&c, None)?.list_tables().await
+        connectors::source_for(&c, None, None)?.list_tables().await
     }
 
     /// Describes a table (`name` or `database.name`).
     pub async fn describe_table(&self, alias: &str, table: &str) -> Result<TableSchema> {
         let c = self.stored_connection(alias)?;
         let t = resolve_table(&c, table)?;
-        connectors::source_for(&c, None)?.describe(&t).await
+        connectors::source_for(&c, None, None)?.describe(&t).await
     }
 
     /// Creates a pipeline (and starts it when `spec.start`). Validates everything first: connections exist,
@@ -231,27 +232,27 @@ impl Engine {
         let tc = self.stored_connection(&spec.target.connection)?;
         let source_table = resolve_table(&sc, &spec.source.table)?;
         let target_table = resolve_table(&tc, &spec.target.table)?;
-        let source = connectors::source_for(&sc, Some(&spec.alias))?;
+        let source = connectors::source_for(&sc, Some(&spec.alias), Some(&source_table))?;
         let report = source.check().await?;
-        let needed: &[&str] = if spec.mode == SyncMode::Initial {
-            &["privilege SELECT"]
-        } else {
-            &[
-                "server",
-                "log_bin",
-                "binlog_format",
-                "binlog_row_image",
-                "privilege REPLICATION SLAVE",
-                "privilege REPLICATION CLIENT",
-                "privilege SELECT",
-            ]
+        let postgres = sc.kind == ConnectorKind::Postgres.as_str();
+        const MYSQL_CDC: [&str; 7] = [
+            "server",
+            "log_bin",
+            "binlog_format",
+            "binlog_row_image",
+            "privilege REPLICATION SLAVE",
+            "privilege REPLICATION CLIENT",
+            "privilege SELECT",
+        ];
+        let needed = |name: &str| {
+            if spec.mode == SyncMode::Initial {
+                name.starts_with("privilege SELECT") || name.starts_with("table ")
+            } else {
+                postgres || MYSQL_CDC.contains(&name)
+            }
         };
-        let problems: Vec<String> = report
-            .items
-            .iter()
-            .filter(|i| !i.ok && needed.contains(&i.name.as_str()))
-            .map(|i| i.detail.clone())
-            .collect();
+        let problems: Vec<String> =
+            report.items.iter().filter(|i| !i.ok && needed(&i.name)).map(|i| i.detail.clone()).collect();
         if !problems.is_empty() {
             let kind = if problems.iter().any(|p| p.contains("privilege")) {
                 ErrorKind::PermissionDenied
@@ -267,7 +268,40 @@ impl Engine {
                 ),
             ));
         }
-        let schema = source.describe(&source_table).await?;
+        let created =
+            self.prepare_pipeline(&spec, &sc, &tc, &source_table, &target_table, source.as_ref()).await;
+        if let Err(e) = created {
+            // Leave nothing behind: a PostgreSQL source may have created its publication while describing.
+            let _ = source.release().await;
+            return Err(e);
+        }
+        let stored = StoredPipeline {
+            alias: spec.alias.clone(),
+            spec: serde_json::to_value(&spec)
+                .map_err(|e| Error::with_cause(ErrorKind::Internal, "spec", e))?,
+            desired_state: "created".into(),
+            last_error: None,
+            created_at: now_rfc3339(),
+        };
+        self.store.insert_pipeline(&stored).map_err(store_err)?;
+        info!(pipeline = %spec.alias, source = %source_table, target = %target_table, "pipeline created");
+        if spec.start {
+            return self.start_pipeline(&spec.alias).await;
+        }
+        self.get_pipeline(&spec.alias)
+    }
+
+    /// The checks and target preparation of [`Engine::create_pipeline`] after the source is ready.
+    async fn prepare_pipeline(
+        &self,
+        spec: &PipelineSpec,
+        sc: &StoredConnection,
+        tc: &StoredConnection,
+        source_table: &TableRef,
+        target_table: &TableRef,
+        source: &dyn idaas_core::Source,
+    ) -> Result<()> {
+        let schema = source.describe(source_table).await?;
         if schema.primary_key.is_empty() {
             return Err(Error::new(
                 ErrorKind::Unsupported,
@@ -277,7 +311,7 @@ impl Engine {
                 ),
             ));
         }
-        if spec.mode != SyncMode::Initial {
+        if spec.mode != SyncMode::Initial && sc.kind == ConnectorKind::Mysql.as_str() {
             let mut refused = Vec::new();
             for c in &schema.columns {
                 let charset = match &c.data_type {
@@ -311,22 +345,9 @@ impl Engine {
         if sc.alias == tc.alias && source_table == target_table {
             return Err(Error::invalid("the source and target are the same table"));
         }
-        let mut sink = (connectors::sink_for(&tc)?)();
-        sink.prepare(&schema, &target_table, spec.auto_create).await?;
-        let stored = StoredPipeline {
-            alias: spec.alias.clone(),
-            spec: serde_json::to_value(&spec)
-                .map_err(|e| Error::with_cause(ErrorKind::Internal, "spec", e))?,
-            desired_state: "created".into(),
-            last_error: None,
-            created_at: now_rfc3339(),
-        };
-        self.store.insert_pipeline(&stored).map_err(store_err)?;
-        info!(pipeline = %spec.alias, source = %source_table, target = %target_table, "pipeline created");
-        if spec.start {
-            return self.start_pipeline(&spec.alias).await;
-        }
-        self.get_pipeline(&spec.alias)
+        let mut sink = (connectors::sink_for(tc)?)();
+        sink.prepare(&schema, target_table, spec.auto_create).await?;
+        Ok(())
     }
 
     fn context(&self, p: &StoredPipeline) -> Result<Context> {
@@ -336,7 +357,7 @@ impl Engine {
         let tc = self.stored_connection(&spec.target.connection)?;
         let source_table = resolve_table(&sc, &spec.source.table)?;
         let target_table = resolve_table(&tc, &spec.target.table)?;
-        let source = connectors::source_for(&sc, Some(&p.alias))?;
+        let source = connectors::source_for(&sc, Some(&p.alias), Some(&source_table))?;
         let make_sink = connectors::sink_for(&tc)?;
         let stats = self.stats_of(&p.alias);
         let on_saved = {
@@ -360,6 +381,7 @@ impl Engine {
             make_sink,
             store: self.store.clone(),
             checkpoints: checkpoint::CheckpointWriter::new(self.store.clone(), p.alias.clone(), on_saved),
+            commit_resolution_ms: connectors::commit_resolution_ms(&sc),
             stats,
         })
     }
@@ -504,7 +526,7 @@ impl Engine {
         if let Ok(spec) = serde_json::from_value::<PipelineSpec>(p.spec.clone())
             && let Ok(sc) = self.stored_connection(&spec.source.connection)
         {
-            connectors::source_for(&sc, Some(alias))?.release().await?;
+            connectors::source_for(&sc, Some(alias), None)?.release().await?;
         }
         self.store.delete_pipeline(alias).map_err(store_err)?;
         self.stats.lock().unwrap_or_else(|e| e.into_inner()).remove(alias);
