@@ -43,6 +43,16 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// The error's kind: the server's for an API error, `unreachable` when the server cannot be reached.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ClientError::Api { detail: Some(d), .. } => d.kind,
+            ClientError::Unreachable { .. } => ErrorKind::Unreachable,
+            ClientError::Api { status, .. } if (400..500).contains(status) => ErrorKind::InvalidInput,
+            _ => ErrorKind::Internal,
+        }
+    }
+
     /// The error as the API's JSON error body: the server's own when it sent one.
     pub fn to_json(&self) -> String {
         if let ClientError::Api { detail: Some(_), body, .. } = self {
@@ -98,6 +108,15 @@ impl Client {
     /// `GET /api/v1/<segments>`.
     pub fn get(&self, segments: &[&str]) -> Result<Reply, ClientError> {
         self.finish(self.agent.get(self.url(segments)).header("accept", "application/json").call())
+    }
+
+    /// `GET /api/v1/<segments>?<query>`.
+    pub fn get_with_query(&self, segments: &[&str], query: &[(&str, &str)]) -> Result<Reply, ClientError> {
+        let mut request = self.agent.get(self.url(segments)).header("accept", "application/json");
+        for (name, value) in query {
+            request = request.query(*name, *value);
+        }
+        self.finish(request.call())
     }
 
     /// `POST /api/v1/<segments>` with a JSON body.

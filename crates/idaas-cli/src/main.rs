@@ -4,6 +4,7 @@ mod client;
 mod commands;
 mod output;
 mod server_cmd;
+mod shell;
 
 use clap::{Parser, Subcommand};
 use client::{Client, ClientError, DEFAULT_SERVER};
@@ -35,6 +36,8 @@ enum Command {
     /// Manage pipelines.
     #[command(subcommand)]
     Pipeline(PipelineCommand),
+    /// The interactive shell: the brief's JavaScript syntax and catalogue commands (`help` inside).
+    Shell(shell::ShellArgs),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +64,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Server(args) => server_cmd::run(args),
         Command::Connection(command) => commands::connection::run(&client_context()?, command),
         Command::Pipeline(command) => commands::pipeline::run(&client_context()?, command),
+        Command::Shell(args) => shell::run(args, &cli.server, cli.json),
     }
 }
 

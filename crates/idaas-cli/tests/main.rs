@@ -5,3 +5,4 @@ mod bad_input;
 mod common;
 mod faults;
 mod scenario_a;
+mod shell;

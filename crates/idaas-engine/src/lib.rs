@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod browse;
 pub mod checkpoint;
 mod connectors;
 pub mod pipeline;

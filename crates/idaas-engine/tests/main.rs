@@ -3,4 +3,5 @@
 mod binlog;
 mod common;
 mod ddl;
+mod directions;
 mod scenario;

@@ -5,10 +5,11 @@ use crate::error::{ApiError, ApiJson, ApiPath};
 use crate::metrics;
 use crate::model::{CheckResult, Health};
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::IntoResponse;
 use idaas_core::ErrorKind;
+use idaas_engine::browse::{MAX_PEEK_ROWS, RowCount, TableRows};
 use idaas_engine::{
     ConnectionInfo, ConnectionSpec, Engine, PipelineInfo, PipelineSpec, PipelineStats, TableRef, TableSchema,
 };
@@ -62,6 +63,43 @@ pub(crate) async fn describe_table(
     ApiPath((alias, table)): ApiPath<(String, String)>,
 ) -> ApiResult<TableSchema> {
     Ok(Json(engine.describe_table(&alias, &table).await?))
+}
+
+/// How many rows `peekRows` reads when the request names no `limit`.
+pub(crate) const DEFAULT_PEEK_ROWS: u32 = 10;
+
+pub(crate) async fn peek_rows(
+    State(engine): Shared,
+    ApiPath((alias, table)): ApiPath<(String, String)>,
+    RawQuery(query): RawQuery,
+) -> ApiResult<TableRows> {
+    let limit = peek_limit(query.as_deref())?;
+    Ok(Json(engine.peek_rows(&alias, &table, limit).await?))
+}
+
+/// The `limit` query parameter of `peekRows`: 1 to [`MAX_PEEK_ROWS`], [`DEFAULT_PEEK_ROWS`] when absent. Other
+/// parameters are refused so a misspelt one is not silently ignored.
+fn peek_limit(query: Option<&str>) -> Result<u32, ApiError> {
+    let mut limit = DEFAULT_PEEK_ROWS;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if name != "limit" {
+            return Err(ApiError::invalid_input(format!(
+                "unknown query parameter '{name}'; this operation takes only limit (1 to {MAX_PEEK_ROWS})"
+            )));
+        }
+        limit = value.parse().ok().filter(|n| (1..=MAX_PEEK_ROWS).contains(n)).ok_or_else(|| {
+            ApiError::invalid_input(format!("limit must be a whole number from 1 to {MAX_PEEK_ROWS}"))
+        })?;
+    }
+    Ok(limit)
+}
+
+pub(crate) async fn count_rows(
+    State(engine): Shared,
+    ApiPath((alias, table)): ApiPath<(String, String)>,
+) -> ApiResult<RowCount> {
+    Ok(Json(engine.count_rows(&alias, &table).await?))
 }
 
 pub(crate) async fn list_pipelines(State(engine): Shared) -> ApiResult<Vec<PipelineInfo>> {
@@ -142,4 +180,23 @@ pub(crate) async fn no_route(method: Method, uri: Uri) -> ApiError {
 pub(crate) async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     let message = format!("{method} is not allowed on {}; see /openapi.json", uri.path());
     ApiError::with_status(StatusCode::METHOD_NOT_ALLOWED, ErrorKind::InvalidInput, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peek_limits_are_bounded() {
+        assert_eq!(peek_limit(None).unwrap(), DEFAULT_PEEK_ROWS);
+        assert_eq!(peek_limit(Some("")).unwrap(), DEFAULT_PEEK_ROWS);
+        assert_eq!(peek_limit(Some("limit=1")).unwrap(), 1);
+        assert_eq!(peek_limit(Some("limit=1000")).unwrap(), 1000);
+        for bad in
+            ["limit=0", "limit=1001", "limit=-1", "limit=x", "limit=", "limit", "rows=5", "limit=5&x=1"]
+        {
+            let err = peek_limit(Some(bad)).unwrap_err();
+            assert_eq!(err.status(), StatusCode::BAD_REQUEST, "{bad}");
+        }
+    }
 }

@@ -50,6 +50,7 @@ fn operation(route: &Route) -> Value {
                 "schema": {"type": "string"},
             })
         })
+        .chain(query_parameters(route))
         .collect();
     if !parameters.is_empty() {
         op["parameters"] = Value::Array(parameters);
@@ -102,6 +103,25 @@ fn success_response(route: &Route) -> Value {
 /// The `{name}` parameters of a path, in order.
 pub(crate) fn path_parameters(path: &str) -> impl Iterator<Item = &str> {
     path.split('/').filter_map(|segment| segment.strip_prefix('{')?.strip_suffix('}'))
+}
+
+/// The query parameters of an operation.
+fn query_parameters(route: &Route) -> Vec<Value> {
+    match route.operation_id {
+        "peekRows" => vec![json!({
+            "name": "limit",
+            "in": "query",
+            "required": false,
+            "description": "How many rows to read.",
+            "schema": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": idaas_engine::browse::MAX_PEEK_ROWS,
+                "default": crate::handlers::DEFAULT_PEEK_ROWS,
+            },
+        })],
+        _ => Vec::new(),
+    }
 }
 
 fn parameter_description(route: &Route, name: &str) -> &'static str {
@@ -384,6 +404,47 @@ fn schemas() -> Value {
             &["table", "columns", "primary_key", "version"],
             false,
         ),
+        "Value": {
+            "type": "object",
+            "description": "One column value in its typed form (see docs/open-cdc.md): `type` names the kind, \
+                `value` holds it (absent for `null`, `zero_timestamp` and `unchanged`). Decimals are exact \
+                text, bytes are base64, timestamps are microseconds since 1970-01-01 UTC.",
+            "properties": {
+                "type": {
+                    "type": "string",
+                    "enum": ["null", "bool", "int", "uint", "float", "double", "decimal", "text", "bytes",
+                        "date", "time", "datetime", "timestamp", "zero_timestamp", "year", "json", "enum", "set",
+                        "bit", "uuid", "array", "unchanged"],
+                    "description": "The value's kind.",
+                },
+                "value": {"description": "The value; its JSON shape depends on `type`."},
+            },
+            "required": ["type"],
+        },
+        "TableRows": object(
+            "The first rows of a table, read-only.",
+            json!({
+                "table": schema_ref("TableRef"),
+                "columns": names("Column names in ordinal order."),
+                "rows": {
+                    "type": "array",
+                    "items": {"type": "array", "items": schema_ref("Value")},
+                    "description": "Rows in primary-key order, each with one value per column in column order.",
+                },
+                "limit": count("The limit the rows were read with."),
+            }),
+            &["table", "columns", "rows", "limit"],
+            false,
+        ),
+        "RowCount": object(
+            "The exact number of rows in a table.",
+            json!({
+                "table": schema_ref("TableRef"),
+                "count": count("Rows (`SELECT COUNT(*)`)."),
+            }),
+            &["table", "count"],
+            false,
+        ),
         "TableSpec": object(
             "One end of a pipeline: a table of a connection.",
             json!({
@@ -489,7 +550,9 @@ mod tests {
     use super::*;
     use crate::error::ErrorBody;
     use crate::model::{CheckResult, Health};
+    use idaas_core::Value as IdaasValue;
     use idaas_core::{Charset, CheckItem, ColumnSchema, DataType, ErrorKind, TableRef, TableSchema};
+    use idaas_engine::browse::{RowCount, TableRows};
     use idaas_engine::{
         ConnectionInfo, ConnectionSpec, DdlPolicy, PipelineInfo, PipelineSpec, PipelineStats, SyncMode,
         TableProgress, TableSpec,
@@ -686,6 +749,7 @@ mod tests {
                 .as_array()
                 .into_iter()
                 .flatten()
+                .filter(|p| p["in"] == "path")
                 .map(|p| p["name"].as_str().unwrap())
                 .collect();
             let in_path: Vec<&str> = path_parameters(route.path).collect();
@@ -709,6 +773,8 @@ mod tests {
             ("post", "/api/v1/connections/{alias}/test"),
             ("get", "/api/v1/connections/{alias}/tables"),
             ("get", "/api/v1/connections/{alias}/tables/{table}"),
+            ("get", "/api/v1/connections/{alias}/tables/{table}/rows"),
+            ("get", "/api/v1/connections/{alias}/tables/{table}/count"),
             ("get", "/api/v1/pipelines"),
             ("post", "/api/v1/pipelines"),
             ("get", "/api/v1/pipelines/{alias}"),
@@ -804,6 +870,18 @@ mod tests {
         };
         assert_valid(&doc, "TableSchema", &schema);
         assert_valid(&doc, "TableRef", TableRef::new("public", "t"));
+        let rows = TableRows {
+            table: TableRef::new("crm", "Customer"),
+            columns: vec!["id".into(), "name".into(), "note".into()],
+            rows: vec![
+                vec![IdaasValue::UInt(1), IdaasValue::Text("Ada".into()), IdaasValue::Null],
+                vec![IdaasValue::UInt(2), IdaasValue::Decimal("1.50".into()), IdaasValue::ZeroTimestamp],
+            ],
+            limit: 10,
+        };
+        assert_valid(&doc, "TableRows", &rows);
+        assert_valid(&doc, "RowCount", RowCount { table: TableRef::new("crm", "Customer"), count: 2 });
+        assert_invalid(&doc, "Value", json!({"type": "float64", "value": 1}));
 
         let spec = pipeline_spec();
         assert_valid(&doc, "PipelineSpec", &spec);

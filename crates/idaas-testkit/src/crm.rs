@@ -98,6 +98,12 @@ const LATIN: &[&str] = &["café", "naïve", "€uro", "Größe", "façade", "pla
 
 /// The SQL values of one row (in the column order of [`customer_ddl`]), for `id`.
 pub fn customer_values(id: i64, rng: &mut Rng) -> String {
+    customer_values_with(id, rng, false)
+}
+
+/// Like [`customer_values`]; `portable` keeps every value inside what other databases can hold (no zero
+/// dates, `TIME` within a day), for copies into PostgreSQL.
+pub fn customer_values_with(id: i64, rng: &mut Rng, portable: bool) -> String {
     let name = format!("{} {}", NAMES[rng.below(NAMES.len() as u64) as usize], id);
     let extremes_i = [i64::MIN, i64::MAX, 0, -1];
     let big = if rng.chance(10) {
@@ -149,10 +155,16 @@ pub fn customer_values(id: i64, rng: &mut Rng) -> String {
     let latin = LATIN[rng.below(LATIN.len() as u64) as usize];
     let y = 1000 + rng.below(9000);
     let date = format!("{y:04}-{:02}-{:02}", 1 + rng.below(12), 1 + rng.below(28));
-    let neg = if rng.chance(20) { "-" } else { "" };
-    let time = format!("{neg}{}:{:02}:{:02}", rng.below(839), rng.below(60), rng.below(60));
-    let time3 =
-        format!("{neg}{}:{:02}:{:02}.{:03}", rng.below(839), rng.below(60), rng.below(60), rng.below(1000));
+    let neg = if !portable && rng.chance(20) { "-" } else { "" };
+    let max_hours = if portable { 24 } else { 839 };
+    let time = format!("{neg}{}:{:02}:{:02}", rng.below(max_hours), rng.below(60), rng.below(60));
+    let time3 = format!(
+        "{neg}{}:{:02}:{:02}.{:03}",
+        rng.below(max_hours),
+        rng.below(60),
+        rng.below(60),
+        rng.below(1000)
+    );
     let dt = format!("{} {:02}:{:02}:{:02}", date, rng.below(24), rng.below(60), rng.below(60));
     let dt6 = format!("{}.{:06}", dt, rng.below(1_000_000));
     let ts_secs = 1 + rng.below(2_147_483_646);
@@ -169,8 +181,8 @@ pub fn customer_values(id: i64, rng: &mut Rng) -> String {
         rng.below(100),
         rng.chance(50)
     );
-    let zero_date = if rng.chance(30) { "'0000-00-00'".to_string() } else { lit(&date) };
-    let zero_dt = if rng.chance(30) { "'0000-00-00 00:00:00'".to_string() } else { lit(&dt) };
+    let zero_date = if !portable && rng.chance(30) { "'0000-00-00'".to_string() } else { lit(&date) };
+    let zero_dt = if !portable && rng.chance(30) { "'0000-00-00 00:00:00'".to_string() } else { lit(&dt) };
     let gender = if rng.chance(50) { "M" } else { "F" };
     let vals = [
         id.to_string(),
@@ -226,11 +238,23 @@ pub fn customer_values(id: i64, rng: &mut Rng) -> String {
 
 /// Multi-row `INSERT` statements for ids `first..first + count`, `per_statement` rows each.
 pub fn customer_inserts(table: &str, first: i64, count: i64, per_statement: usize, seed: u64) -> Vec<String> {
+    customer_inserts_with(table, first, count, per_statement, seed, false)
+}
+
+/// Like [`customer_inserts`], with [`customer_values_with`]'s `portable`.
+pub fn customer_inserts_with(
+    table: &str,
+    first: i64,
+    count: i64,
+    per_statement: usize,
+    seed: u64,
+    portable: bool,
+) -> Vec<String> {
     let mut rng = Rng::new(seed ^ first as u64);
     let mut out = Vec::new();
     let mut batch = Vec::new();
     for id in first..first + count {
-        batch.push(customer_values(id, &mut rng));
+        batch.push(customer_values_with(id, &mut rng, portable));
         if batch.len() >= per_statement {
             out.push(format!("INSERT INTO `{table}` VALUES {}", batch.join(",\n")));
             batch.clear();
@@ -248,9 +272,21 @@ pub fn customer_inserts(table: &str, first: i64, count: i64, per_statement: usiz
 pub fn customer_changes(
     table: &str,
     max_id: i64,
+    next_id: i64,
+    ops: usize,
+    seed: u64,
+) -> (Vec<Vec<String>>, i64) {
+    customer_changes_with(table, max_id, next_id, ops, seed, false)
+}
+
+/// Like [`customer_changes`], with [`customer_values_with`]'s `portable`.
+pub fn customer_changes_with(
+    table: &str,
+    max_id: i64,
     mut next_id: i64,
     ops: usize,
     seed: u64,
+    portable: bool,
 ) -> (Vec<Vec<String>>, i64) {
     let mut rng = Rng::new(seed);
     let mut txns = Vec::new();
@@ -265,12 +301,12 @@ pub fn customer_changes(
                 0..=29 => {
                     let rows = 1 + rng.below(3) as i64;
                     let values: Vec<String> =
-                        (0..rows).map(|i| customer_values(next_id + i, &mut rng)).collect();
+                        (0..rows).map(|i| customer_values_with(next_id + i, &mut rng, portable)).collect();
                     next_id += rows;
                     format!("INSERT INTO `{table}` VALUES {}", values.join(", "))
                 }
                 30..=64 => {
-                    let fresh = customer_values(id, &mut rng);
+                    let fresh = customer_values_with(id, &mut rng, portable);
                     let _ = fresh;
                     format!(
                         "UPDATE `{table}` SET name = CONCAT('upd ', id, ' ', {}), t_int = {}, t_dec = {}, \
@@ -340,4 +376,189 @@ mod tests {
         }
         assert_eq!(n, 42);
     }
+}
+
+/// The PostgreSQL counterpart of [`customer_ddl`]: a column of every common PostgreSQL type (a domain, an
+/// enum and arrays included), and a large text column (stored out of line, TOASTed). The enum type `tier` and
+/// domain `zip` are created too.
+pub fn pg_customer_ddl(table: &str) -> String {
+    format!(
+        "CREATE TYPE tier AS ENUM ('gold', 'silver', 'bronze', 'it''s');
+CREATE DOMAIN zip AS varchar(10);
+CREATE TABLE \"{table}\" (
+  id bigint PRIMARY KEY,
+  name varchar(100) NOT NULL,
+  t_small smallint, t_int integer, t_big bigint,
+  t_num numeric(20,6), t_num_free numeric,
+  t_real real, t_double double precision,
+  t_text text, t_char char(10), t_zip zip,
+  t_bytea bytea, t_bool boolean,
+  t_date date, t_time time(3), t_timetz timetz,
+  t_ts timestamp(6), t_tstz timestamptz(3),
+  t_interval interval, t_uuid uuid,
+  t_json json, t_jsonb jsonb,
+  t_tier tier, t_ints integer[], t_texts text[],
+  t_big_text text
+)"
+    )
+}
+
+fn pg_lit(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// The SQL values of one [`pg_customer_ddl`] row. Values stay inside what MySQL/MariaDB can hold
+/// (`TIMESTAMP` between 1970 and 2038, numerics with at most 30 fraction digits), so the same data can be
+/// copied into either kind of target.
+pub fn pg_customer_values(id: i64, rng: &mut Rng) -> String {
+    let name = format!("{} {}", NAMES[rng.below(NAMES.len() as u64) as usize].replace('\t', " "), id);
+    let y = 1000 + rng.below(9000);
+    let date = format!("{y:04}-{:02}-{:02}", 1 + rng.below(12), 1 + rng.below(28));
+    let tiers = ["gold", "silver", "bronze", "it's"];
+    let ints: Vec<String> = (0..rng.below(5)).map(|_| (rng.below(2000) as i64 - 1000).to_string()).collect();
+    let texts: Vec<String> = (0..rng.below(4)).map(|i| format!("\"t{i} {}\"", rng.below(100))).collect();
+    let big_text = if rng.chance(20) {
+        // Random hex does not compress: PostgreSQL stores it out of line.
+        let hex: String = (0..4000).map(|_| format!("{:02x}", rng.next_u64() as u8)).collect();
+        pg_lit(&hex)
+    } else {
+        "NULL".into()
+    };
+    let vals = [
+        id.to_string(),
+        pg_lit(&name),
+        (rng.below(65_536) as i64 - 32_768).to_string(),
+        (rng.below(4_294_967_296) as i64 - 2_147_483_648).to_string(),
+        if rng.chance(10) {
+            i64::MIN.to_string()
+        } else {
+            (rng.next_u64() as i64 >> rng.below(40)).to_string()
+        },
+        format!(
+            "{}{}.{:06}",
+            if rng.chance(30) { "-" } else { "" },
+            rng.below(99_999_999_999_999),
+            rng.below(1_000_000)
+        ),
+        format!("{}.{}", rng.below(u64::MAX / 2), rng.below(999_999_999_999)),
+        format!("{}", (rng.below(1_000_000) as f32) / 8.0),
+        format!("{:e}", (rng.next_u64() as f64) / 3.0),
+        pg_lit(&"text ü€ ".repeat(rng.below(20) as usize)),
+        pg_lit(&format!("c{}", rng.below(1000))),
+        pg_lit(&format!("{:05}", rng.below(100_000))),
+        format!(
+            "'\\x{}'",
+            (0..rng.below(40)).map(|_| format!("{:02x}", rng.next_u64() as u8)).collect::<String>()
+        ),
+        if rng.chance(50) { "true".into() } else { "false".into() },
+        pg_lit(&date),
+        pg_lit(&format!(
+            "{:02}:{:02}:{:02}.{:03}",
+            rng.below(24),
+            rng.below(60),
+            rng.below(60),
+            rng.below(1000)
+        )),
+        pg_lit(&format!(
+            "{:02}:{:02}:{:02}+{:02}",
+            rng.below(24),
+            rng.below(60),
+            rng.below(60),
+            rng.below(13)
+        )),
+        pg_lit(&format!(
+            "{date} {:02}:{:02}:{:02}.{:06}",
+            rng.below(24),
+            rng.below(60),
+            rng.below(60),
+            rng.below(1_000_000)
+        )),
+        format!("to_timestamp({}.{:03})", 1 + rng.below(2_147_483_000), rng.below(1000)),
+        pg_lit(&format!(
+            "{} years {} days {}:{:02}:{:02}.5",
+            rng.below(10),
+            rng.below(400),
+            rng.below(100),
+            rng.below(60),
+            rng.below(60)
+        )),
+        format!(
+            "'{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}'",
+            rng.next_u64() as u32,
+            rng.below(65536),
+            rng.below(4096),
+            rng.below(4096),
+            rng.next_u64() & 0xFFFF_FFFF_FFFF
+        ),
+        pg_lit(&format!("{{\"id\": {id}, \"b\": [1, \"ü\"], \"a\": {{\"z\": null}}}}")),
+        pg_lit(&format!("{{\"k\": {}, \"n\": {{\"x\": [true, false]}}}}", rng.below(100))),
+        pg_lit(tiers[rng.below(4) as usize]),
+        format!("'{{{}}}'", ints.join(",")),
+        format!("'{{{}}}'", texts.join(",")),
+        big_text,
+    ];
+    let vals: Vec<String> = vals
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| if i >= 2 && i != 26 && rng.chance(8) { "NULL".to_string() } else { v })
+        .collect();
+    format!("({})", vals.join(", "))
+}
+
+/// Multi-row `INSERT`s of [`pg_customer_values`] rows.
+pub fn pg_customer_inserts(
+    table: &str,
+    first: i64,
+    count: i64,
+    per_statement: usize,
+    seed: u64,
+) -> Vec<String> {
+    let mut rng = Rng::new(seed ^ first as u64);
+    let ids: Vec<i64> = (first..first + count).collect();
+    ids.chunks(per_statement.max(1))
+        .map(|chunk| {
+            let rows: Vec<String> = chunk.iter().map(|id| pg_customer_values(*id, &mut rng)).collect();
+            format!("INSERT INTO \"{table}\" VALUES {}", rows.join(",\n"))
+        })
+        .collect()
+}
+
+/// Transactions of mixed PostgreSQL changes: inserts, updates that leave the large text untouched (so its
+/// TOASTed value arrives as unchanged), key moves and deletes. Returns them and the next free id.
+pub fn pg_customer_changes(table: &str, mut next_id: i64, ops: usize, seed: u64) -> (Vec<Vec<String>>, i64) {
+    let mut rng = Rng::new(seed);
+    let mut txns = Vec::new();
+    let mut done = 0;
+    while done < ops {
+        let mut stmts = Vec::new();
+        for _ in 0..1 + rng.below(6) as usize {
+            let id = 1 + rng.below(next_id as u64 - 1) as i64;
+            let stmt = match rng.below(100) {
+                0..=29 => {
+                    let v = pg_customer_values(next_id, &mut rng);
+                    next_id += 1;
+                    format!("INSERT INTO \"{table}\" VALUES {v}")
+                }
+                30..=69 => format!(
+                    "UPDATE \"{table}\" SET name = 'upd ' || id, t_int = {}, t_num = {}.5, t_jsonb = '{{\"u\": {}}}', \
+                     t_ts = now()::timestamp(6), t_ints = '{{{},{}}}' WHERE id = {id}",
+                    rng.below(1000),
+                    rng.below(1000),
+                    rng.below(100),
+                    rng.below(10),
+                    rng.below(10)
+                ),
+                70..=74 => {
+                    let new_id = next_id;
+                    next_id += 1;
+                    format!("UPDATE \"{table}\" SET id = {new_id} WHERE id = {id}")
+                }
+                _ => format!("DELETE FROM \"{table}\" WHERE id = {id}"),
+            };
+            stmts.push(stmt);
+            done += 1;
+        }
+        txns.push(stmts);
+    }
+    (txns, next_id)
 }

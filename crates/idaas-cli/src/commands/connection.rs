@@ -164,7 +164,7 @@ pub fn run(ctx: &Context, command: ConnectionCommand) -> anyhow::Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
-fn render_list(list: &[ConnectionInfo]) -> String {
+pub(crate) fn render_list(list: &[ConnectionInfo]) -> String {
     let mut table = Table::new(&["ALIAS", "TYPE", "HOST", "PORT", "USER", "DATABASE", "DAAS", "CREATED"]);
     for c in list {
         table.row(vec![
@@ -181,7 +181,7 @@ fn render_list(list: &[ConnectionInfo]) -> String {
     table.render()
 }
 
-fn render_one(c: &ConnectionInfo) -> String {
+pub(crate) fn render_one(c: &ConnectionInfo) -> String {
     fields(&[
         ("Alias", c.alias.clone()),
         ("Type", c.kind.clone()),
@@ -194,7 +194,7 @@ fn render_one(c: &ConnectionInfo) -> String {
     ])
 }
 
-fn render_check(alias: &str, result: &CheckResult) -> String {
+pub(crate) fn render_check(alias: &str, result: &CheckResult) -> String {
     let mut out = format!("Server version: {}\n", or_dash(result.server_version.as_deref()));
     for item in &result.items {
         let verdict = if item.ok { "ok" } else { "FAIL" };
@@ -209,7 +209,7 @@ fn render_check(alias: &str, result: &CheckResult) -> String {
     out
 }
 
-fn render_tables(tables: &[TableRef]) -> String {
+pub(crate) fn render_tables(tables: &[TableRef]) -> String {
     let mut table = Table::new(&["TABLE"]);
     for t in tables {
         table.row(vec![t.to_string()]);
@@ -217,7 +217,7 @@ fn render_tables(tables: &[TableRef]) -> String {
     table.render()
 }
 
-fn render_schema(schema: &TableSchema) -> String {
+pub(crate) fn render_schema(schema: &TableSchema) -> String {
     let mut table = Table::new(&["NAME", "TYPE", "SOURCE TYPE", "NULLABLE", "DEFAULT", "KEY"]);
     for column in &schema.columns {
         let key = match schema.primary_key.iter().position(|k| *k == column.name) {

@@ -165,7 +165,7 @@ fn stats(ctx: &Context, alias: &str, follow: bool) -> anyhow::Result<()> {
 }
 
 /// The brief's stats block, then snapshot progress per table and the last error.
-fn render_stats(s: &PipelineStats) -> String {
+pub(crate) fn render_stats(s: &PipelineStats) -> String {
     let mut out = fields(&[
         ("Status", s.status.clone()),
         ("Input Total", s.input_total.to_string()),
@@ -192,7 +192,7 @@ fn table_spec(t: &TableSpec) -> String {
     format!("{}.{}", t.connection, t.table)
 }
 
-fn render_list(list: &[PipelineInfo]) -> String {
+pub(crate) fn render_list(list: &[PipelineInfo]) -> String {
     let mut table = Table::new(&["ALIAS", "STATUS", "SOURCE", "TARGET", "MODE", "CREATED"]);
     for p in list {
         table.row(vec![
@@ -207,7 +207,7 @@ fn render_list(list: &[PipelineInfo]) -> String {
     table.render()
 }
 
-fn render_one(p: &PipelineInfo) -> String {
+pub(crate) fn render_one(p: &PipelineInfo) -> String {
     fields(&[
         ("Alias", p.alias.clone()),
         ("Status", p.status.clone()),

@@ -10,6 +10,7 @@
 //! ([`ErrorKind::Unreachable`]); wrong credentials, missing privileges and server settings are definite and
 //! say what to change.
 
+pub mod browse;
 pub mod replication;
 pub mod schema;
 pub mod sink;
@@ -105,7 +106,7 @@ impl MySql {
 }
 
 /// Maps a driver error to an [`Error`] a user can act on. `what` names the operation (never values).
-pub(crate) fn classify(cfg: &ConnectionConfig, e: mysql_async::Error, what: &str) -> Error {
+pub fn classify(cfg: &ConnectionConfig, e: mysql_async::Error, what: &str) -> Error {
     let who = format!("connection '{}' ({}:{})", cfg.alias, cfg.host, cfg.port);
     let what = what.chars().take(120).collect::<String>();
     match &e {
