@@ -4,5 +4,6 @@
 mod bad_input;
 mod common;
 mod faults;
+mod pg_faults;
 mod scenario_a;
 mod shell;

@@ -328,3 +328,38 @@ async fn postgres_to_postgres() {
     assert_eq!(source.sql("SELECT count(*) FROM pg_publication").unwrap().trim(), "0");
     engine.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_200000_row_postgres_transaction_streams_through() {
+    let source = Postgres::start().unwrap();
+    let target = Postgres::start().unwrap();
+    source.sql("CREATE TABLE big (id bigint PRIMARY KEY, v text)").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path()).await;
+    engine.create_connection(pg_spec("src", &source)).await.unwrap();
+    engine.create_connection(pg_spec("tgt", &target)).await.unwrap();
+    engine.create_pipeline(spec("big", "big_copy")).await.unwrap();
+    // The transaction must come through the stream, not the initial load.
+    let start = Instant::now();
+    while !engine.pipeline_stats("p").unwrap().snapshot.iter().any(|t| t.done) {
+        assert!(start.elapsed() < Duration::from_secs(60), "initial load of an empty table did not finish");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    source.sql("INSERT INTO big SELECT g, 'row ' || g FROM generate_series(1, 200000) g").unwrap();
+    let start = Instant::now();
+    loop {
+        let n = target.sql("SELECT count(*) FROM big_copy").unwrap_or_default();
+        if n.trim() == "200000" {
+            break;
+        }
+        let s = engine.pipeline_stats("p").unwrap();
+        assert_ne!(s.status, "failed", "{:?}", s.last_error);
+        assert!(start.elapsed() < Duration::from_secs(180), "target has {n} rows");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let a = source.sql("SELECT md5(string_agg(v, ',' ORDER BY id)) FROM big").unwrap();
+    let b = target.sql("SELECT md5(string_agg(v, ',' ORDER BY id)) FROM big_copy").unwrap();
+    assert_eq!(a, b);
+    assert!(engine.pipeline_stats("p").unwrap().cdc_events >= 200_000);
+    engine.shutdown().await;
+}
