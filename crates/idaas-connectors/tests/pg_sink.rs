@@ -130,6 +130,10 @@ fn every_type() -> (Arc<TableSchema>, Vec<&'static str>) {
         (col("c_byteaarr", DataType::Other { name: "bytea[]".into() }, true), "bytea[]"),
         (col("c_inet", DataType::Other { name: "inet".into() }, true), "inet"),
     ];
+    let mut cols = cols;
+    // A PostgreSQL collation the target has is copied; a MySQL collation name is not one.
+    cols[17].0.collation = Some("C".into());
+    cols[18].0.collation = Some("utf8mb4_general_ci".into());
     let schema = TableSchema {
         table: TableRef::new("crm", "Every"),
         columns: cols.iter().map(|(c, _)| c.clone()).collect(),
@@ -308,6 +312,14 @@ async fn autocreate_declares_the_documented_types() {
         "c_enum_labels: CHECK ((c_enum = ANY (ARRAY['gold'::text, 'silver'::text]))) | \
          c_set_labels: CHECK ((c_set <@ ARRAY['a'::text, 'b'::text, 'c'::text]))"
     );
+    assert_eq!(
+        one(
+            &pg,
+            "SELECT string_agg(attname || ' ' || collname, ', ') FROM pg_attribute a JOIN pg_collation c \
+                  ON c.oid = a.attcollation WHERE attrelid = 'analytics.\"Every\"'::regclass AND collname <> 'default'"
+        ),
+        "c_varchar C"
+    );
     // Preparing again (a pipeline's first run after creation) accepts the table it created.
     let mut again = sink_for_same(&pg);
     again.prepare(&schema, &target, false).await.unwrap();
@@ -324,6 +336,7 @@ async fn values_round_trip_exactly_through_statements_and_copy() {
     let (schema, _) = every_type();
     let target = TableRef::new("crm", "Every");
     sink.prepare(&schema, &target, true).await.unwrap();
+    sink.set_copy_min_rows(64);
 
     // A small batch goes as statements.
     let rows = [full_row(1), edge_row(2), null_row(3, &schema)];
@@ -395,6 +408,7 @@ async fn changes_apply_in_order_and_replays_change_nothing() {
     let mut sink = sink(&pg);
     let schema = simple_schema("orders");
     sink.prepare(&schema, &TableRef::new("app", "orders"), true).await.unwrap();
+    sink.set_copy_min_rows(64);
 
     // Batches of every size class: single events, small statement batches, and staged batches, with
     // inserts, updates, key moves and deletes of the same keys inside one batch.
@@ -539,6 +553,7 @@ async fn values_postgresql_cannot_hold_are_refused_and_nothing_is_written() {
     let (schema, _) = every_type();
     let target = TableRef::new("crm", "Every");
     sink.prepare(&schema, &target, true).await.unwrap();
+    sink.set_copy_min_rows(64);
     let cases: Vec<(&str, Value, &str, &str)> = vec![
         ("c_date", Value::Date(date(0, 0, 0)), "0000-00-00", "zero dates"),
         ("c_date", Value::Date(date(2024, 5, 0)), "2024-05-00", "zero dates"),

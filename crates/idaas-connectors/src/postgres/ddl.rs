@@ -483,9 +483,20 @@ pub fn labels_check(col: &ColumnSchema) -> Option<String> {
     }
 }
 
-/// The column definition AutoCreate writes: name, type, nullability and, for ENUM and SET, the CHECK
-/// constraint that lists the labels.
-pub fn column_def(table: &TableRef, col: &ColumnSchema) -> Result<String> {
+/// The collation AutoCreate declares for a text column: the source's, when the target server has a collation
+/// of that name (`known`), except `default`. MySQL collation names never match a PostgreSQL one.
+pub fn collation<'a>(col: &'a ColumnSchema, known: &HashSet<String>) -> Option<&'a str> {
+    let c = col.collation.as_deref()?;
+    (col.data_type.is_text() && c != "default" && known.contains(c)).then_some(c)
+}
+
+/// The column definition AutoCreate writes: name, type, collation (see [`collation`]), nullability and, for
+/// ENUM and SET, the CHECK constraint that lists the labels.
+pub fn column_def(
+    table: &TableRef,
+    col: &ColumnSchema,
+    known_collations: &HashSet<String>,
+) -> Result<String> {
     if col.name.len() > MAX_IDENTIFIER_BYTES {
         return Err(refuse(
             table,
@@ -494,6 +505,9 @@ pub fn column_def(table: &TableRef, col: &ColumnSchema) -> Result<String> {
         ));
     }
     let mut def = format!("{} {}", quote_ident(&col.name), column_type(table, col)?);
+    if let Some(c) = collation(col, known_collations) {
+        def.push_str(&format!(" COLLATE {}", quote_ident(c)));
+    }
     if !col.nullable {
         def.push_str(" NOT NULL");
     }
@@ -503,8 +517,13 @@ pub fn column_def(table: &TableRef, col: &ColumnSchema) -> Result<String> {
     Ok(def)
 }
 
-/// The `CREATE TABLE` statement AutoCreate runs for `source` as `target`.
-pub fn create_table(source: &TableSchema, target: &TableRef) -> Result<String> {
+/// The `CREATE TABLE` statement AutoCreate runs for `source` as `target`. Every column that cannot be declared
+/// is named in one error.
+pub fn create_table(
+    source: &TableSchema,
+    target: &TableRef,
+    known_collations: &HashSet<String>,
+) -> Result<String> {
     if target.name.len() > MAX_IDENTIFIER_BYTES || target.namespace.len() > MAX_IDENTIFIER_BYTES {
         return Err(Error::new(
             ErrorKind::InvalidInput,
@@ -514,8 +533,15 @@ pub fn create_table(source: &TableSchema, target: &TableRef) -> Result<String> {
         ));
     }
     let mut defs = Vec::new();
+    let mut problems = Vec::new();
     for c in &source.columns {
-        defs.push(column_def(&source.table, c)?);
+        match column_def(&source.table, c, known_collations) {
+            Ok(d) => defs.push(d),
+            Err(e) => problems.push(e.message),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(Error::new(ErrorKind::Unsupported, problems.join("; ")));
     }
     defs.push(format!(
         "PRIMARY KEY ({})",
@@ -719,10 +745,17 @@ mod tests {
         assert!(column_type(&t, &col(DataType::Other { name: "int; DROP TABLE x".into() })).is_err());
         assert_eq!(decl(DataType::Other { name: "integer[]".into() }), "integer[]");
         let e = col(DataType::Enum { labels: vec!["a".into(), "it's".into()] });
+        let none = HashSet::new();
         assert_eq!(
-            column_def(&t, &e).unwrap(),
+            column_def(&t, &e, &none).unwrap(),
             "\"c\" text CONSTRAINT \"c_labels\" CHECK (\"c\" IN ('a', 'it''s'))"
         );
+        let mut v = col(DataType::Varchar { length: 5, charset: Charset::Utf8 });
+        v.collation = Some("C".into());
+        v.nullable = false;
+        assert_eq!(column_def(&t, &v, &none).unwrap(), "\"c\" character varying(5) NOT NULL");
+        let known: HashSet<String> = ["C".to_string()].into();
+        assert_eq!(column_def(&t, &v, &known).unwrap(), "\"c\" character varying(5) COLLATE \"C\" NOT NULL");
         assert_eq!(labels_constraint(&"x".repeat(70)).len(), 63);
     }
 

@@ -299,7 +299,9 @@ impl Codec {
         depth: u32,
     ) -> Result<()> {
         if depth > 0 {
-            return Err(self.refuse(whole, "arrays of arrays of arrays are not supported"));
+            return Err(
+                self.refuse(whole, "array elements that are themselves of an array type are not supported")
+            );
         }
         let mut dims = Vec::new();
         let mut leaves: Vec<&Value> = Vec::new();
