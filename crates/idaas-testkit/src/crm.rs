@@ -342,42 +342,6 @@ pub fn customer_changes_with(
     (txns, next_id)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn generators_are_deterministic() {
-        assert_eq!(customer_inserts("c", 1, 10, 4, 7), customer_inserts("c", 1, 10, 4, 7));
-        assert_eq!(customer_inserts("c", 1, 10, 4, 7).len(), 3);
-        let (t1, n1) = customer_changes("c", 10, 11, 50, 3);
-        let (t2, n2) = customer_changes("c", 10, 11, 50, 3);
-        assert_eq!((t1, n1), (t2, n2));
-    }
-
-    #[test]
-    fn a_row_has_a_value_for_every_column() {
-        let mut rng = Rng::new(1);
-        let row = customer_values(1, &mut rng);
-        // Count top-level commas of the VALUES tuple.
-        let mut depth = 0;
-        let mut in_str = false;
-        let mut prev = ' ';
-        let mut n = 1;
-        for c in row[1..row.len() - 1].chars() {
-            match c {
-                '\'' if prev != '\\' => in_str = !in_str,
-                '(' if !in_str => depth += 1,
-                ')' if !in_str => depth -= 1,
-                ',' if !in_str && depth == 0 => n += 1,
-                _ => {}
-            }
-            prev = c;
-        }
-        assert_eq!(n, 42);
-    }
-}
-
 /// The PostgreSQL counterpart of [`customer_ddl`]: a column of every common PostgreSQL type (a domain, an
 /// enum and arrays included), and a large text column (stored out of line, TOASTed). The enum type `tier` and
 /// domain `zip` are created too.
@@ -561,4 +525,40 @@ pub fn pg_customer_changes(table: &str, mut next_id: i64, ops: usize, seed: u64)
         txns.push(stmts);
     }
     (txns, next_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generators_are_deterministic() {
+        assert_eq!(customer_inserts("c", 1, 10, 4, 7), customer_inserts("c", 1, 10, 4, 7));
+        assert_eq!(customer_inserts("c", 1, 10, 4, 7).len(), 3);
+        let (t1, n1) = customer_changes("c", 10, 11, 50, 3);
+        let (t2, n2) = customer_changes("c", 10, 11, 50, 3);
+        assert_eq!((t1, n1), (t2, n2));
+    }
+
+    #[test]
+    fn a_row_has_a_value_for_every_column() {
+        let mut rng = Rng::new(1);
+        let row = customer_values(1, &mut rng);
+        // Count top-level commas of the VALUES tuple.
+        let mut depth = 0;
+        let mut in_str = false;
+        let mut prev = ' ';
+        let mut n = 1;
+        for c in row[1..row.len() - 1].chars() {
+            match c {
+                '\'' if prev != '\\' => in_str = !in_str,
+                '(' if !in_str => depth += 1,
+                ')' if !in_str => depth -= 1,
+                ',' if !in_str && depth == 0 => n += 1,
+                _ => {}
+            }
+            prev = c;
+        }
+        assert_eq!(n, 42);
+    }
 }
