@@ -124,15 +124,8 @@ pub fn create_connection(server: &Server, alias: &str, db: &MariaDb, database: &
 
 /// Runs transactions on `db` (zero dates allowed).
 pub fn exec_txns(server: &MariaDb, db: &str, txns: &[Vec<String>]) {
-    let mut sql = String::from("SET SESSION sql_mode = 'NO_ENGINE_SUBSTITUTION';\n");
-    for t in txns {
-        sql.push_str("BEGIN;\n");
-        for s in t {
-            sql.push_str(s);
-            sql.push_str(";\n");
-        }
-        sql.push_str("COMMIT;\n");
-    }
+    let sql =
+        format!("{}{}", idaas_testkit::crm::MARIADB_FIXTURE_MODE, idaas_testkit::crm::transactions_sql(txns));
     server.sql_db(db, &sql).expect("source statements");
 }
 

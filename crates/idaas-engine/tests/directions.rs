@@ -269,16 +269,7 @@ async fn pg_source(rows: i64) -> Postgres {
 
 fn pg_changes(source: &Postgres, next: i64, ops: usize, seed: u64) {
     let (txns, _) = crm::pg_customer_changes("Customer", next, ops, seed);
-    let mut sql = String::new();
-    for t in txns {
-        sql.push_str("BEGIN;\n");
-        for s in t {
-            sql.push_str(&s);
-            sql.push_str(";\n");
-        }
-        sql.push_str("COMMIT;\n");
-    }
-    source.sql(&sql).unwrap();
+    source.sql(&crm::transactions_sql(&txns)).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

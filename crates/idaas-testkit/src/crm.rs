@@ -342,6 +342,23 @@ pub fn customer_changes_with(
     (txns, next_id)
 }
 
+/// One SQL script running each transaction in `BEGIN` / `COMMIT`.
+pub fn transactions_sql(txns: &[Vec<String>]) -> String {
+    let mut sql = String::new();
+    for t in txns {
+        sql.push_str("BEGIN;\n");
+        for s in t {
+            sql.push_str(s);
+            sql.push_str(";\n");
+        }
+        sql.push_str("COMMIT;\n");
+    }
+    sql
+}
+
+/// MariaDB's session mode for the fixtures: zero dates allowed, no silent engine substitution.
+pub const MARIADB_FIXTURE_MODE: &str = "SET SESSION sql_mode = 'NO_ENGINE_SUBSTITUTION';\n";
+
 /// The PostgreSQL counterpart of [`customer_ddl`]: a column of every common PostgreSQL type (a domain, an
 /// enum and arrays included), and a large text column (stored out of line, TOASTed). The enum type `tier` and
 /// domain `zip` are created too.
