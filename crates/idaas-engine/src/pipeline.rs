@@ -37,8 +37,31 @@ use tracing::{Instrument, info, warn};
 
 /// Most events in one CDC batch.
 pub const MAX_BATCH_EVENTS: usize = 20_000;
-/// Rows per snapshot chunk.
+/// Rows in the first snapshot chunk; later chunks are sized to about [`SNAPSHOT_CHUNK_BYTES`].
 pub const SNAPSHOT_CHUNK_ROWS: usize = 5_000;
+/// Approximate bytes per snapshot chunk: large enough that per-chunk round trips do not dominate, small
+/// enough that two chunks in flight stay far below the memory budget whatever the row size.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 8 << 20;
+/// Bounds of the chunk size in rows.
+const SNAPSHOT_CHUNK_ROWS_RANGE: (usize, usize) = (500, 50_000);
+
+/// Rough in-memory size of a row, for sizing chunks.
+fn row_bytes(row: &Row) -> usize {
+    row.iter()
+        .map(|v| {
+            16 + match v {
+                idaas_core::Value::Text(s)
+                | idaas_core::Value::Decimal(s)
+                | idaas_core::Value::Json(s)
+                | idaas_core::Value::Enum(s) => s.len(),
+                idaas_core::Value::Bytes(b) => b.len(),
+                idaas_core::Value::Array(a) => a.len() * 24,
+                idaas_core::Value::Set(m) => m.iter().map(String::len).sum(),
+                _ => 8,
+            }
+        })
+        .sum()
+}
 
 /// What a pipeline saved last.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -222,12 +245,17 @@ async fn snapshot(
     let mut after = cp.snapshot_last_key.clone();
     let mut reader_task = tokio::spawn(async move {
         let mut reader = reader;
+        let mut limit = SNAPSHOT_CHUNK_ROWS;
         loop {
-            let chunk = reader.read_chunk(&read_schema, after.as_ref(), SNAPSHOT_CHUNK_ROWS).await;
+            let chunk = reader.read_chunk(&read_schema, after.as_ref(), limit).await;
             let done = match &chunk {
                 Ok(rows) => {
                     if let Some(last) = rows.last() {
                         after = Some(read_schema.key_indexes().iter().map(|i| last[*i].clone()).collect());
+                        let sample = &rows[..rows.len().min(200)];
+                        let avg = sample.iter().map(row_bytes).sum::<usize>() / sample.len();
+                        let (lo, hi) = SNAPSHOT_CHUNK_ROWS_RANGE;
+                        limit = (SNAPSHOT_CHUNK_BYTES / avg.max(1)).clamp(lo, hi);
                     }
                     rows.is_empty()
                 }
