@@ -31,7 +31,7 @@ use idaas_core::{Error, ErrorKind, Position, Result, Row, SnapshotReader, TableR
 use pgwire_replication::ReplicationClient;
 use std::collections::HashMap;
 use std::time::Duration;
-use tokio_postgres::{Client, SimpleQueryMessage};
+use tokio_postgres::Client;
 
 /// Session settings for reading values as text (see [`super::types`]).
 pub const TEXT_SESSION: &str = "SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'iso_8601'; \
@@ -141,6 +141,55 @@ impl PgSnapshot {
     }
 }
 
+/// Decodes one field of `COPY ... TO STDOUT` text format: `\\N` is NULL, backslash escapes are undone.
+pub fn copy_text_field(field: &[u8]) -> Option<Vec<u8>> {
+    if field == b"\\N" {
+        return None;
+    }
+    let mut out = Vec::with_capacity(field.len());
+    let mut i = 0;
+    while i < field.len() {
+        let b = field[i];
+        if b != b'\\' || i + 1 == field.len() {
+            out.push(b);
+            i += 1;
+            continue;
+        }
+        let e = field[i + 1];
+        i += 2;
+        match e {
+            b'b' => out.push(0x08),
+            b'f' => out.push(0x0C),
+            b'n' => out.push(b'\n'),
+            b'r' => out.push(b'\r'),
+            b't' => out.push(b'\t'),
+            b'v' => out.push(0x0B),
+            b'0'..=b'7' => {
+                let mut v = (e - b'0') as u32;
+                let mut n = 1;
+                while n < 3 && i < field.len() && (b'0'..=b'7').contains(&field[i]) {
+                    v = v * 8 + (field[i] - b'0') as u32;
+                    i += 1;
+                    n += 1;
+                }
+                out.push(v as u8);
+            }
+            b'x' => {
+                let mut v = 0u32;
+                let mut n = 0;
+                while n < 2 && i < field.len() && field[i].is_ascii_hexdigit() {
+                    v = v * 16 + (field[i] as char).to_digit(16).unwrap_or(0);
+                    i += 1;
+                    n += 1;
+                }
+                out.push(v as u8);
+            }
+            other => out.push(other),
+        }
+    }
+    Some(out)
+}
+
 /// Builds `SELECT ... FROM t [WHERE (k...) > (literals)] ORDER BY k... LIMIT n`.
 pub fn chunk_query(
     table: &TableSchema,
@@ -209,19 +258,41 @@ impl SnapshotReader for PgSnapshot {
         }
         let sql = chunk_query(table, &d, after_key, limit)
             .map_err(|why| Error::new(ErrorKind::InvalidInput, format!("table {name}: {why}")))?;
-        let messages = self
+        // COPY ... TO STDOUT streams the same text output as a query, without a message per row.
+        let copy = format!("COPY ({sql}) TO STDOUT");
+        let stream = self
             .client
-            .simple_query(&sql)
+            .copy_out(copy.as_str())
             .await
             .map_err(|e| classify(self.pg.config(), e, "snapshot read"))?;
+        futures::pin_mut!(stream);
+        let mut data = Vec::new();
+        while let Some(bytes) = futures::StreamExt::next(&mut stream).await {
+            data.extend_from_slice(&bytes.map_err(|e| classify(self.pg.config(), e, "snapshot read"))?);
+        }
         let mut out = Vec::new();
-        for m in messages {
-            let SimpleQueryMessage::Row(r) = m else { continue };
+        for line in data.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let fields: Vec<&[u8]> = line.split(|b| *b == b'\t').collect();
+            if fields.len() != table.columns.len() {
+                return Err(Error::internal(format!(
+                    "table {name}: a snapshot row has {} fields for {} columns",
+                    fields.len(),
+                    table.columns.len()
+                )));
+            }
             let mut row = Vec::with_capacity(table.columns.len());
-            for (i, (col, ty)) in table.columns.iter().zip(&types).enumerate() {
-                row.push(match r.get(i) {
+            for ((col, ty), field) in table.columns.iter().zip(&types).zip(fields) {
+                row.push(match copy_text_field(field) {
                     None => Value::Null,
-                    Some(text) => types::from_text(&name, col, ty, text)?,
+                    Some(bytes) => {
+                        let text = String::from_utf8(bytes).map_err(|_| {
+                            Error::internal(format!(
+                                "table {name}, column '{}': text that is not UTF-8",
+                                col.name
+                            ))
+                        })?;
+                        types::from_text(&name, col, ty, &text)?
+                    }
                 });
             }
             out.push(row);
@@ -232,5 +303,19 @@ impl SnapshotReader for PgSnapshot {
     async fn finish(self: Box<Self>) -> Result<()> {
         let _ = self.client.batch_execute("COMMIT").await;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_text_fields_unescape() {
+        assert_eq!(copy_text_field(b"\\N"), None);
+        assert_eq!(copy_text_field(b"a\\tb\\\\c\\nd").unwrap(), b"a\tb\\c\nd".to_vec());
+        assert_eq!(copy_text_field(b"\\\\x00ff").unwrap(), b"\\x00ff".to_vec());
+        assert_eq!(copy_text_field(b"\\101\\x42").unwrap(), b"AB".to_vec());
+        assert_eq!(copy_text_field(b"").unwrap(), b"".to_vec());
     }
 }
