@@ -1,44 +1,59 @@
 #!/usr/bin/env bash
-# Benchmarks of the iDaaS MariaDB -> MariaDB pipeline, side by side with MariaDB's own replication, in one run:
+# Benchmarks of iDaaS pipelines, side by side with the databases' own replication and loaders, in one run:
 #
+#   MariaDB (bench/run.sh without --pg):
 #   1. CDC drain: a sysbench oltp_write_only backlog on the source, drained by the iDaaS pipeline, then by a
 #      native replica (one SQL thread, MariaDB's default) and by a native parallel replica (4 threads,
 #      optimistic), one after the other;
 #   2. end-to-end latency of single-row changes at a steady 5,000 row changes/s (iDaaS and the replicas);
 #   3. initial load of a sysbench table by a new pipeline: time, rows/s and the server's peak memory
 #      (with mariadb-dump | mariadb into the same target as a reference).
+#   PostgreSQL (--pg, and the default full run):
+#   4. initial load of pgbench_accounts (pgbench -i -s 10, 1,000,000 rows) PostgreSQL -> PostgreSQL by a new
+#      pipeline, by a native subscription's initial copy and by pg_dump | psql;
+#   5. CDC drain PostgreSQL -> PostgreSQL: a pgbench backlog (4 clients) drained by the pipeline, then by the
+#      native subscription (publication/subscription);
+#   6. peak memory of the idaas server during one 200,000-row transaction on a PostgreSQL source (then one
+#      of 1,000,000 rows, to see whether memory grows with the size of a transaction);
+#   7. initial load MariaDB -> PostgreSQL of a sysbench table by a new pipeline and by pgloader.
 #
-#   bench/run.sh           # full run: 60 s backlog, 30 s latency runs, 1,000,000-row initial load (~10 min)
-#   bench/run.sh --quick   # 10 s backlog, 10 s latency runs, 100,000-row initial load (~4 min)
+#   bench/run.sh                # everything: 60 s backlogs, 30 s latency runs, 1,000,000-row loads (~12 min)
+#   bench/run.sh --quick        # everything, shorter: 10 s backlogs and latency runs, 100,000-row
+#                               # MariaDB loads (pgbench_accounts keeps its 1,000,000 rows) (~4 min)
+#   bench/run.sh --pg           # PostgreSQL benchmarks only (4-7) (~2.5 min)
+#   bench/run.sh --pg --quick   # PostgreSQL benchmarks only, shorter (~1.5 min)
 #
 # Prints a Markdown summary at the end; raw results go to bench/results/RUN_ID/ (git-ignored).
-# Needs sysbench (scripts/setup.sh --bench) and the MariaDB server and client packages (scripts/setup.sh).
-# Every database server is a private one from idaas-testkit (never the system MariaDB); all of them stop
-# when this script ends. Builds the release binaries first (cargo build -j2 --release) unless
-# IDAAS_BENCH_SKIP_BUILD=1; IDAAS_BENCH_WAIT_QUIET=SECONDS first waits up to that long for other work on the
-# machine to stop.
+# Needs sysbench and pgloader (scripts/setup.sh --bench), the MariaDB and PostgreSQL server and client
+# packages (scripts/setup.sh; pgbench comes with the PostgreSQL server package). Every database server is a
+# private one from idaas-testkit (never a system server); all of them stop when this script ends. Builds the
+# release binaries first (cargo build -j2 --release) unless IDAAS_BENCH_SKIP_BUILD=1;
+# IDAAS_BENCH_WAIT_QUIET=SECONDS first waits up to that long for other work on the machine to stop.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
 usage() {
-    sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
+    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
 }
 
 QUICK=0
-case "${1:-}" in
-    "") ;;
-    --quick) QUICK=1 ;;
-    -h | --help)
-        usage
-        exit 0
-        ;;
-    *)
-        echo "run.sh: unknown argument '$1'" >&2
-        usage >&2
-        exit 2
-        ;;
-esac
+ONLY_PG=0
+for arg in "$@"; do
+    case "$arg" in
+        --quick) QUICK=1 ;;
+        --pg) ONLY_PG=1 ;;
+        -h | --help)
+            usage
+            exit 0
+            ;;
+        *)
+            echo "run.sh: unknown argument '$arg'" >&2
+            usage >&2
+            exit 2
+            ;;
+    esac
+done
 
 if [ "$QUICK" = 1 ]; then
     DRAIN_SECS=10 LAT_SECS=10 LOAD_ROWS=100000
@@ -49,7 +64,25 @@ DRAIN_TABLE_SIZE=100000
 DRAIN_THREADS=4
 LAT_RATE=5000
 LAT_CONNS=4
+# PostgreSQL: pgbench scale 10 (pgbench_accounts has 100,000 rows per unit), also with --quick
+PG_SCALE=10
+PG_CLIENTS=4
+PG_JOBS=2
+TXN_ROWS=200000
+TXN_ROWS_LARGE=1000000
 
+# The newest PostgreSQL under /usr/lib/postgresql (Debian), like idaas-testkit; pgbench is only there.
+PG_BIN=${IDAAS_TESTKIT_PG_BINDIR:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)}
+for tool in pgbench pg_dump psql; do
+    if [ ! -x "$PG_BIN/$tool" ]; then
+        echo "run.sh: '$tool' is missing (looked in '$PG_BIN'); run scripts/setup.sh" >&2
+        exit 1
+    fi
+done
+if ! command -v pgloader >/dev/null 2>&1; then
+    echo "run.sh: 'pgloader' is missing; run scripts/setup.sh --bench" >&2
+    exit 1
+fi
 for tool in sysbench mariadb mariadb-binlog mariadbd; do
     if ! command -v "$tool" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$tool" ]; then
         echo "run.sh: '$tool' is missing; run scripts/setup.sh --bench" >&2
@@ -57,9 +90,9 @@ for tool in sysbench mariadb mariadb-binlog mariadbd; do
     fi
 done
 
-RUN_ID=$(date -u +%Y%m%dT%H%M%SZ)$([ "$QUICK" = 1 ] && echo -quick || true)
+RUN_ID=$(date -u +%Y%m%dT%H%M%SZ)$([ "$ONLY_PG" = 1 ] && echo -pg || true)$([ "$QUICK" = 1 ] && echo -quick || true)
 OUT=$ROOT/bench/results/$RUN_ID
-mkdir -p "$OUT/drain" "$OUT/latency" "$OUT/load"
+mkdir -p "$OUT"
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/idaas-bench-XXXXXX")
 
 log() {
@@ -242,6 +275,44 @@ await_checksum() {
     now
 }
 
+# --- PostgreSQL
+# pgsql PORT "SQL" : runs SQL as postgres on a private PostgreSQL server over TCP (database postgres, or
+# $PGDB), unaligned output without headers
+pgsql() {
+    local port=$1
+    shift
+    PGPASSWORD=$PG_PASSWORD "$PG_BIN/psql" -X -q -A -t -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -U postgres \
+        -d "${PGDB:-postgres}" -c "$*"
+}
+pg_lsn() {
+    pgsql "$1" "SELECT pg_current_wal_lsn()"
+}
+# The content of pgbench_accounts, in row order (the same query on every server).
+ACCOUNTS_SUM="SELECT md5(string_agg(t::text, '' ORDER BY aid)) FROM pgbench_accounts t"
+# The content of a sysbench table, the same figure on MariaDB and PostgreSQL: the row count and the sum of
+# the first 60 bits of each row's md5 (CHAR values compare without their trailing blanks on both sides).
+SBTEST_SUM_MARIADB="SELECT CONCAT(COUNT(*), ' ', SUM(CAST(CONV(SUBSTR(MD5(CONCAT_WS('#', id, k, c, pad)), 1, 15), 16, 10)
+    AS UNSIGNED))) FROM sbtest.sbtest1"
+sbtest_sum_pg() {
+    echo "SELECT count(*) || ' ' || sum(('x' || substr(md5(concat_ws('#', id, k, c::text, pad::text)), 1, 15))::bit(60)::bigint)
+        FROM $1"
+}
+# waits (untimed) until a pipeline's checkpoint reaches the PostgreSQL source's current WAL position
+pg_catch_up_pipeline() {
+    local alias=$1 source_port=$2
+    "$BENCH" wait-lsn --api "$API" --pipeline "$alias" --lsn "$(pg_lsn "$source_port")" --timeout 1800 >/dev/null
+}
+# waits (untimed) until a subscription's latest_end_lsn reaches the source's current WAL position
+pg_catch_up_subscription() {
+    local socket=$1 port=$2 name=$3 source_port=$4
+    "$BENCH" wait-lsn --socket "$socket" --port "$port" --subscription "$name" --lsn "$(pg_lsn "$source_port")" \
+        --timeout 1800 >/dev/null
+}
+# resets the kernel's peak-RSS mark (VmHWM) of a process to its current RSS
+reset_hwm() {
+    echo 5 >"/proc/$1/clear_refs"
+}
+
 # ---------------------------------------------------------------------------------------------------------
 log "results in $OUT"
 GIT_COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
@@ -249,7 +320,7 @@ GIT_DIRTY=$([ -n "$(git status --porcelain 2>/dev/null)" ] && echo yes || echo n
 {
     echo "run_id=$RUN_ID"
     echo "quick=$QUICK"
-    echo "command=bench/run.sh${1:+ $1}"
+    echo "command=bench/run.sh${*:+ $*}"
     echo "git_commit=$GIT_COMMIT"
     echo "git_dirty=$GIT_DIRTY"
     echo "nproc=$(nproc)"
@@ -257,6 +328,8 @@ GIT_DIRTY=$([ -n "$(git status --porcelain 2>/dev/null)" ] && echo yes || echo n
     echo "mem_total_mb=$(awk '/MemTotal/ { printf "%d", $2 / 1024 }' /proc/meminfo)"
     echo "kernel=$(uname -r)"
     echo "sysbench=$(sysbench --version)"
+    echo "postgresql=$("$PG_BIN/postgres" --version)"
+    echo "pgloader=$(pgloader --version | head -1)"
     echo "rustc=$(rustc --version 2>/dev/null || echo unknown)"
     echo "start_utc=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo "load_at_start=$(loadavg)"
@@ -270,6 +343,7 @@ git status --porcelain >"$OUT/git-status.txt" 2>/dev/null || true
 # =========================================================================================================
 bench_drain() {
     local D=$OUT/drain
+    mkdir -p "$D"
     log "1. CDC drain: starting source, target and two replicas"
     start_servers drain src tgt:nobinlog rep:nobinlog prep:nobinlog:parallel=4
     local servers_pid=${SERVER_PIDS[-1]}
@@ -404,6 +478,7 @@ EOF
 # =========================================================================================================
 bench_latency() {
     local L=$OUT/latency
+    mkdir -p "$L"
     log "2. latency: starting source, target and two replicas"
     start_servers latency src tgt:nobinlog rep:nobinlog prep:nobinlog:parallel=4
     local servers_pid=${SERVER_PIDS[-1]}
@@ -477,6 +552,7 @@ bench_latency() {
 # =========================================================================================================
 bench_load() {
     local I=$OUT/load
+    mkdir -p "$I"
     log "3. initial load: starting source and target"
     start_servers load src tgt:nobinlog
     local servers_pid=${SERVER_PIDS[-1]}
@@ -531,9 +607,257 @@ EOF
     stop_servers load "$servers_pid"
 }
 
-bench_drain
-bench_latency
-bench_load
+# =========================================================================================================
+# 4.-6. PostgreSQL -> PostgreSQL: initial load, CDC drain, memory during one large transaction
+# =========================================================================================================
+bench_pg() {
+    local P=$OUT/pg
+    mkdir -p "$P"
+    log "4. PostgreSQL: starting source, iDaaS target and subscriber"
+    start_servers pg src:pg tgt:pg sub:pg
+    local servers_pid=${SERVER_PIDS[-1]}
+    echo "postgresql_server=$(pgsql "$SRC_PORT" 'SELECT version()')" >>"$OUT/machine.env"
+    local pgb=(-h 127.0.0.1 -U postgres)
+    log "4. pgbench -i -s $PG_SCALE"
+    PGPASSWORD=$PG_PASSWORD "$PG_BIN/pgbench" -i -s $PG_SCALE "${pgb[@]}" -p "$SRC_PORT" postgres \
+        >"$P/pgbench-init.txt" 2>&1
+    local rows base
+    rows=$(pgsql "$SRC_PORT" "SELECT count(*) FROM pgbench_accounts")
+    base=$(pgsql "$SRC_PORT" "$ACCOUNTS_SUM")
+    pgsql "$SRC_PORT" "CREATE PUBLICATION bench_pub FOR TABLE public.pgbench_accounts"
+    # The subscriber's table: pgbench's own definition (columns, fillfactor, primary key), schema only.
+    PGPASSWORD=$PG_PASSWORD "$PG_BIN/pg_dump" "${pgb[@]}" -p "$SRC_PORT" -s -t public.pgbench_accounts postgres |
+        PGPASSWORD=$PG_PASSWORD "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 "${pgb[@]}" -p "$SUB_PORT" -d postgres >/dev/null
+    pgsql "$TGT_PORT" "CREATE DATABASE peer"
+    pgsql "$SRC_PORT" "CHECKPOINT"
+    start_idaas pg
+    local idaas_pid=$IDAAS_PID
+    local conn=(--type postgres --host 127.0.0.1 --user postgres --password "$PG_PASSWORD" --database postgres)
+    idaas connection create --alias src --port "$SRC_PORT" "${conn[@]}" >/dev/null
+    idaas connection create --alias tgt --port "$TGT_PORT" "${conn[@]}" >/dev/null
+    sleep 2
+
+    # --- 4a. iDaaS initial load
+    log "4a. initial load by iDaaS: pipeline create --auto-create --start ($rows rows; load $(loadavg))"
+    local t0 t1
+    t0=$(now)
+    idaas pipeline create --alias drain --source src.public.pgbench_accounts --target tgt.public.pgbench_accounts \
+        --auto-create --start >/dev/null
+    "$BENCH" wait-snapshot --api "$API" --pipeline drain --pid "$idaas_pid" --t0 "$t0" --interval-ms 100 \
+        --pids "idaas=$idaas_pid,source=$SRC_PID,target=$TGT_PID" --timeline "$P/load-idaas-timeline.csv" \
+        >"$P/load-idaas.json"
+    idaas pipeline stats drain --json >"$P/load-idaas-stats.json"
+    cat >"$P/load-idaas-check.json" <<JSON
+{"rows": $rows, "checksum_source": "$base", "checksum_target": "$(pgsql "$TGT_PORT" "$ACCOUNTS_SUM")"}
+JSON
+    pgsql "$TGT_PORT" "SELECT pg_get_indexdef(indexrelid) FROM pg_index WHERE indrelid = 'pgbench_accounts'::regclass" \
+        >"$P/load-idaas-target-indexes.txt"
+    sleep 2
+
+    # --- 4b. native subscription, initial copy
+    log "4b. initial load by a native subscription (copy_data = true; load $(loadavg))"
+    t0=$(now)
+    pgsql "$SUB_PORT" "CREATE SUBSCRIPTION bench_sub CONNECTION 'host=127.0.0.1 port=$SRC_PORT user=postgres \
+        password=$PG_PASSWORD dbname=postgres' PUBLICATION bench_pub WITH (copy_data = true)"
+    "$BENCH" wait-subscription-copy --socket "$SUB_SOCKET" --port "$SUB_PORT" --subscription bench_sub --t0 "$t0" \
+        --pids "source=$SRC_PID,subscriber=$SUB_PID" --timeline "$P/load-sub-timeline.csv" >"$P/load-sub.json"
+    cat >"$P/load-sub-check.json" <<JSON
+{"rows": $rows, "checksum_source": "$base", "checksum_target": "$(pgsql "$SUB_PORT" "$ACCOUNTS_SUM")"}
+JSON
+    sleep 2
+
+    # --- 4c. pg_dump | psql
+    log "4c. initial load by pg_dump | psql (load $(loadavg))"
+    local dump_load
+    dump_load=$(loadavg)
+    t0=$(now)
+    PGPASSWORD=$PG_PASSWORD "$PG_BIN/pg_dump" "${pgb[@]}" -p "$SRC_PORT" -t public.pgbench_accounts postgres |
+        PGPASSWORD=$PG_PASSWORD "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 "${pgb[@]}" -p "$TGT_PORT" -d peer >/dev/null
+    t1=$(now)
+    cat >"$P/load-dump.json" <<JSON
+{"rows": $rows, "elapsed_s": $(elapsed "$t0" "$t1"), "load_before": "$dump_load", "load_after": "$(loadavg)",
+ "checksum_source": "$base", "checksum_target": "$(PGDB=peer pgsql "$TGT_PORT" "$ACCOUNTS_SUM")"}
+JSON
+    sleep 2
+
+    # --- 5. CDC drain
+    log "5. drain: both consumers catch up, then stop"
+    pg_catch_up_pipeline drain "$SRC_PORT"
+    pg_catch_up_subscription "$SUB_SOCKET" "$SUB_PORT" bench_sub "$SRC_PORT"
+    for port in "$TGT_PORT" "$SUB_PORT"; do
+        [ "$(pgsql "$port" "$ACCOUNTS_SUM")" = "$base" ] || {
+            echo "run.sh: after the initial load, pgbench_accounts on port $port differs from the source" >&2
+            exit 1
+        }
+    done
+    idaas pipeline stop drain >/dev/null
+    pgsql "$SUB_PORT" "ALTER SUBSCRIPTION bench_sub DISABLE"
+    local i
+    for i in $(seq 200); do
+        [ "$(pgsql "$SUB_PORT" "SELECT count(pid) FROM pg_stat_subscription WHERE subname = 'bench_sub'")" = 0 ] && break
+        sleep 0.05
+    done
+    log "5. pgbench -c $PG_CLIENTS -j $PG_JOBS -T $DRAIN_SECS (load $(loadavg))"
+    local start_lsn end_lsn upd0 upd1 load_before_run
+    start_lsn=$(pg_lsn "$SRC_PORT")
+    upd0=$(pgsql "$SRC_PORT" "SELECT n_tup_upd FROM pg_stat_user_tables WHERE relid = 'pgbench_accounts'::regclass")
+    load_before_run=$(loadavg)
+    PGPASSWORD=$PG_PASSWORD "$PG_BIN/pgbench" -c $PG_CLIENTS -j $PG_JOBS -T "$DRAIN_SECS" "${pgb[@]}" -p "$SRC_PORT" \
+        postgres >"$P/pgbench-run.txt" 2>&1
+    end_lsn=$(pg_lsn "$SRC_PORT")
+    local txns failed tps wal_bytes expected
+    txns=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$P/pgbench-run.txt")
+    failed=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$P/pgbench-run.txt")
+    tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' "$P/pgbench-run.txt")
+    wal_bytes=$(pgsql "$SRC_PORT" "SELECT pg_wal_lsn_diff('$end_lsn', '$start_lsn')")
+    expected=$(pgsql "$SRC_PORT" "$ACCOUNTS_SUM")
+    sleep 1
+    upd1=$(pgsql "$SRC_PORT" "SELECT n_tup_upd FROM pg_stat_user_tables WHERE relid = 'pgbench_accounts'::regclass")
+    cat >"$P/backlog.json" <<JSON
+{"secs": $DRAIN_SECS, "clients": $PG_CLIENTS, "jobs": $PG_JOBS, "scale": $PG_SCALE, "accounts_rows": $rows,
+ "pgbench_transactions": ${txns:-0}, "pgbench_failed": ${failed:-0}, "pgbench_tps": ${tps:-0},
+ "accounts_updates": $((upd1 - upd0)), "wal": {"start": "$start_lsn", "end": "$end_lsn", "bytes": $wal_bytes},
+ "load_before_run": "$load_before_run", "load_after_run": "$(loadavg)"}
+JSON
+    sleep 2
+
+    log "5. drain by iDaaS (load $(loadavg))"
+    reset_hwm "$idaas_pid"
+    t0=$(now)
+    idaas pipeline start drain >/dev/null
+    "$BENCH" wait-lsn --api "$API" --pipeline drain --lsn "$end_lsn" --t0 "$t0" \
+        --check-socket "$TGT_SOCKET" --check-port "$TGT_PORT" --check-sql "$ACCOUNTS_SUM" --expected "$expected" \
+        --pids "idaas=$idaas_pid,source=$SRC_PID,target=$TGT_PID" --timeline "$P/drain-idaas-timeline.csv" \
+        --rss-pid "$idaas_pid" --rss-timeline "$P/drain-idaas-rss.csv" >"$P/drain-idaas.json"
+    idaas pipeline stats drain --json >"$P/drain-idaas-stats.json"
+    idaas pipeline stop drain >/dev/null
+    sleep 2
+
+    log "5. drain by the native subscription (load $(loadavg))"
+    t0=$(now)
+    pgsql "$SUB_PORT" "ALTER SUBSCRIPTION bench_sub ENABLE"
+    "$BENCH" wait-lsn --socket "$SUB_SOCKET" --port "$SUB_PORT" --subscription bench_sub --lsn "$end_lsn" --t0 "$t0" \
+        --check-socket "$SUB_SOCKET" --check-port "$SUB_PORT" --check-sql "$ACCOUNTS_SUM" --expected "$expected" \
+        --pids "source=$SRC_PID,subscriber=$SUB_PID" --timeline "$P/drain-sub-timeline.csv" >"$P/drain-sub.json"
+    pgsql "$SUB_PORT" "ALTER SUBSCRIPTION bench_sub DISABLE"
+    stop_idaas "$idaas_pid"
+    sleep 2
+
+    # --- 6. one large transaction
+    log "6. one $TXN_ROWS-row transaction, then one of $TXN_ROWS_LARGE rows, through a fresh idaas server"
+    pgsql "$SRC_PORT" "CREATE TABLE public.big (id bigint PRIMARY KEY, n integer NOT NULL, payload text NOT NULL)"
+    start_idaas txn
+    idaas_pid=$IDAAS_PID
+    idaas connection create --alias src --port "$SRC_PORT" "${conn[@]}" >/dev/null
+    idaas connection create --alias tgt --port "$TGT_PORT" "${conn[@]}" >/dev/null
+    idaas pipeline create --alias big --source src.public.big --target tgt.public.big --auto-create --start >/dev/null
+    "$BENCH" wait-snapshot --api "$API" --pipeline big --pid "$idaas_pid" >/dev/null
+    pg_catch_up_pipeline big "$SRC_PORT"
+    sleep 2
+    local big_sum="SELECT count(*) || ' ' || md5(string_agg(t::text, '' ORDER BY id)) FROM big t"
+    # The second, larger transaction shows whether memory grows with the size of a transaction.
+    local first=1 n last insert big_expected waiter
+    for n in $TXN_ROWS $TXN_ROWS_LARGE; do
+        last=$((first + n - 1))
+        insert="INSERT INTO big SELECT g, g % 1000, repeat(md5(g::text), 4) FROM generate_series($first, $last) g"
+        # the expected content of the whole table afterwards, computed without the table
+        big_expected=$(pgsql "$SRC_PORT" "SELECT count(*) || ' ' || md5(string_agg(t::text, '' ORDER BY id)) FROM
+            (SELECT g::bigint AS id, g % 1000 AS n, repeat(md5(g::text), 4) AS payload FROM generate_series(1, $last) g) t")
+        rm -f "$TMP/big.lsn"
+        reset_hwm "$idaas_pid"
+        t0=$(now)
+        "$BENCH" wait-lsn --api "$API" --pipeline big --lsn-file "$TMP/big.lsn" --t0 "$t0" \
+            --check-socket "$TGT_SOCKET" --check-port "$TGT_PORT" --check-sql "$big_sum" --expected "$big_expected" \
+            --pids "idaas=$idaas_pid,source=$SRC_PID,target=$TGT_PID" --timeline "$P/txn-$n-timeline.csv" \
+            --rss-pid "$idaas_pid" --rss-timeline "$P/txn-$n-rss.csv" >"$P/txn-$n.json" &
+        waiter=$!
+        log "6. $insert (load $(loadavg))"
+        pgsql "$SRC_PORT" "$insert"
+        t1=$(now)
+        pg_lsn "$SRC_PORT" >"$TMP/big.lsn.tmp"
+        mv "$TMP/big.lsn.tmp" "$TMP/big.lsn"
+        wait "$waiter"
+        cat >"$P/txn-$n-info.json" <<JSON
+{"rows": $n, "statement": "$insert", "insert_s": $(elapsed "$t0" "$t1"),
+ "wal_lsn_after": "$(cat "$TMP/big.lsn")", "table_size_bytes": $(pgsql "$SRC_PORT" "SELECT pg_table_size('big')")}
+JSON
+        first=$((last + 1))
+        sleep 2
+    done
+    idaas pipeline stats big --json >"$P/txn-stats.json"
+    stop_idaas "$idaas_pid"
+    cp "$SRC_LOG" "$P/source-postgres.log" 2>/dev/null || true
+    cp "$SUB_LOG" "$P/subscriber-postgres.log" 2>/dev/null || true
+    stop_servers pg "$servers_pid"
+}
+
+# =========================================================================================================
+# 7. MariaDB -> PostgreSQL initial load
+# =========================================================================================================
+bench_pg_from_mariadb() {
+    local M=$OUT/pg
+    mkdir -p "$M"
+    log "7. MariaDB -> PostgreSQL: starting a MariaDB source and a PostgreSQL target"
+    start_servers mpg msrc pgt:pg
+    local servers_pid=${SERVER_PIDS[-1]}
+    grep -q '^mariadb_version=' "$OUT/machine.env" ||
+        echo "mariadb_version=$(sql "$MSRC_PORT" 'SELECT VERSION()')" >>"$OUT/machine.env"
+    sql "$MSRC_PORT" "CREATE DATABASE sbtest"
+    pgsql "$PGT_PORT" "CREATE DATABASE peer"
+    log "7. sysbench oltp_read_write prepare: $LOAD_ROWS rows, no secondary index"
+    # shellcheck disable=SC2046
+    sysbench oltp_read_write $(sysbench_args "$MSRC_PORT") --table-size=$LOAD_ROWS --create_secondary=off \
+        prepare >"$M/mload-prepare.txt"
+    sql "$MSRC_PORT" "ANALYZE TABLE sbtest.sbtest1" >/dev/null
+    local src_sum
+    src_sum=$(sql "$MSRC_PORT" "$SBTEST_SUM_MARIADB")
+    start_idaas mpg
+    local idaas_pid=$IDAAS_PID
+    idaas connection create --alias msrc --type mysql --host 127.0.0.1 --port "$MSRC_PORT" --user root \
+        --password "$PASSWORD" --database sbtest >/dev/null
+    idaas connection create --alias pgt --type postgres --host 127.0.0.1 --port "$PGT_PORT" --user postgres \
+        --password "$PG_PASSWORD" --database postgres >/dev/null
+    sleep 2
+    log "7. initial load by iDaaS (load $(loadavg))"
+    local t0 t1
+    t0=$(now)
+    idaas pipeline create --alias load --source msrc.sbtest1 --target pgt.public.sbtest1 --auto-create --start \
+        >/dev/null
+    "$BENCH" wait-snapshot --api "$API" --pipeline load --pid "$idaas_pid" --t0 "$t0" --interval-ms 100 \
+        --pids "idaas=$idaas_pid,source=$MSRC_PID,target=$PGT_PID" --timeline "$M/mload-idaas-timeline.csv" \
+        >"$M/mload-idaas.json"
+    idaas pipeline stats load --json >"$M/mload-idaas-stats.json"
+    idaas pipeline stop load >/dev/null
+    cat >"$M/mload-idaas-check.json" <<JSON
+{"rows": $LOAD_ROWS, "content_source": "$src_sum", "content_target": "$(pgsql "$PGT_PORT" "$(sbtest_sum_pg public.sbtest1)")"}
+JSON
+    pgsql "$PGT_PORT" "SELECT column_name || ' ' || data_type FROM information_schema.columns WHERE table_name = 'sbtest1'
+        ORDER BY ordinal_position" >"$M/mload-idaas-target-columns.txt"
+    stop_idaas "$idaas_pid"
+    sleep 2
+    log "7. initial load by pgloader (load $(loadavg))"
+    local pl_load
+    pl_load=$(loadavg)
+    t0=$(now)
+    pgloader "mysql://root:$PASSWORD@127.0.0.1:$MSRC_PORT/sbtest" \
+        "postgresql://postgres:$PG_PASSWORD@127.0.0.1:$PGT_PORT/peer" >"$M/mload-pgloader.txt" 2>&1
+    t1=$(now)
+    cat >"$M/mload-pgloader.json" <<JSON
+{"rows": $LOAD_ROWS, "elapsed_s": $(elapsed "$t0" "$t1"), "load_before": "$pl_load", "load_after": "$(loadavg)",
+ "content_source": "$src_sum", "content_target": "$(PGDB=peer pgsql "$PGT_PORT" "$(sbtest_sum_pg sbtest.sbtest1)")"}
+JSON
+    PGDB=peer pgsql "$PGT_PORT" "SELECT column_name || ' ' || data_type FROM information_schema.columns
+        WHERE table_name = 'sbtest1' ORDER BY ordinal_position" >"$M/mload-pgloader-target-columns.txt"
+    stop_servers mpg "$servers_pid"
+}
+
+if [ "$ONLY_PG" = 0 ]; then
+    bench_drain
+    bench_latency
+    bench_load
+fi
+bench_pg
+bench_pg_from_mariadb
 echo "end_utc=$(date -u +%Y-%m-%dT%H:%M:%SZ)" >>"$OUT/machine.env"
 echo "load_at_end=$(loadavg)" >>"$OUT/machine.env"
 log "done"

@@ -3,7 +3,7 @@
 # MariaDB and PostgreSQL servers and clients (idaas-testkit starts private instances of them).
 #
 #   scripts/setup.sh           # test dependencies
-#   scripts/setup.sh --bench   # also sysbench, for the benchmarks under bench/
+#   scripts/setup.sh --bench   # also sysbench and pgloader, for the benchmarks under bench/
 #
 # Idempotent: when everything is installed it only checks and exits (no apt-get update).
 # Runs as root, or through sudo when it is available.
@@ -16,7 +16,7 @@ usage() {
 packages=(mariadb-server mariadb-client postgresql postgresql-client)
 for arg in "$@"; do
     case "$arg" in
-        --bench) packages+=(sysbench) ;;
+        --bench) packages+=(sysbench pgloader) ;;
         -h | --help)
             usage
             exit 0

@@ -1,10 +1,12 @@
 //! `idaas-bench`: the Rust half of `bench/run.sh`.
 //!
 //! ```text
-//! idaas-bench servers STATE NAME[:nobinlog][:parallel=N] ...   start private MariaDB servers
+//! idaas-bench servers STATE NAME[:nobinlog][:parallel=N]|NAME:pg ...   start private MariaDB/PostgreSQL servers
 //! idaas-bench wait-pipeline --api HOST:PORT --pipeline P --file F --pos N [...]
 //! idaas-bench wait-replica --port P --file F --pos N [...]
 //! idaas-bench wait-snapshot --api HOST:PORT --pipeline P --pid PID [...]
+//! idaas-bench wait-lsn --lsn LSN (--api HOST:PORT --pipeline P | --socket DIR --port P --subscription S) [...]
+//! idaas-bench wait-subscription-copy --socket DIR --port P --subscription S [...]
 //! idaas-bench latency --source-port P --check-port P [--poll-port P] [--applied-at] [...]
 //! idaas-bench report DIR                                       Markdown summary of a run.sh run
 //! ```
@@ -12,10 +14,15 @@
 //! Every timer prints one JSON object on stdout; progress and errors go to stderr. Times are wall-clock
 //! (`CLOCK_REALTIME`), shared by every process on the machine, so a time taken here can be compared with
 //! one taken by a MariaDB server or by the shell (`date +%s.%N`).
+//!
+//! PostgreSQL servers are polled through their unix sockets ([`pgwire`]), where the testkit trusts local
+//! connections.
 
 mod args;
 mod http;
 mod latency;
+mod pgwait;
+mod pgwire;
 mod procfs;
 mod report;
 mod servers;
@@ -24,13 +31,20 @@ mod wait;
 use std::process::ExitCode;
 
 const USAGE: &str = "\
-usage: idaas-bench servers STATE NAME[:nobinlog][:parallel=N] ...
+usage: idaas-bench servers STATE NAME[:nobinlog][:parallel=N]|NAME:pg ...
        idaas-bench wait-pipeline --api HOST:PORT --pipeline P --file F --pos N [--t0 EPOCH] [--timeout S]
                                  [--cdc-only] [--pids name=PID,...] [--interval-ms N] [--timeline FILE]
        idaas-bench wait-replica --port P --password PW --file F --pos N [--t0 EPOCH] [--timeout S]
                                 [--pids name=PID,...] [--interval-ms N] [--timeline FILE]
        idaas-bench wait-snapshot --api HOST:PORT --pipeline P --pid PID [--t0 EPOCH] [--timeout S]
                                  [--pids name=PID,...] [--interval-ms N] [--timeline FILE]
+       idaas-bench wait-lsn (--lsn LSN | --lsn-file FILE)
+                            (--api HOST:PORT --pipeline P | --socket DIR --port P --subscription S)
+                            [--check-socket DIR --check-port P --check-sql SQL --expected TEXT]
+                            [--t0 EPOCH] [--timeout S] [--pids name=PID,...] [--interval-ms N]
+                            [--timeline FILE] [--rss-pid PID] [--rss-interval-ms N] [--rss-timeline FILE]
+       idaas-bench wait-subscription-copy --socket DIR --port P --subscription S [--t0 EPOCH] [--timeout S]
+                                          [--pids name=PID,...] [--interval-ms N] [--timeline FILE]
        idaas-bench latency --source-port P --check-port P --password PW [--poll-port P] [--applied-at]
                            [--rate N] [--secs N] [--conns N] [--update-every N] [--first-id N]
                            [--pids name=PID,...] [--raw FILE]
@@ -54,6 +68,8 @@ fn main() -> ExitCode {
         "wait-pipeline" => runtime().and_then(|rt| rt.block_on(wait::pipeline(&parsed))),
         "wait-replica" => runtime().and_then(|rt| rt.block_on(wait::replica(&parsed))),
         "wait-snapshot" => runtime().and_then(|rt| rt.block_on(wait::snapshot(&parsed))),
+        "wait-lsn" => runtime().and_then(|rt| rt.block_on(pgwait::lsn(&parsed))),
+        "wait-subscription-copy" => runtime().and_then(|rt| rt.block_on(pgwait::subscription_copy(&parsed))),
         "latency" => runtime().and_then(|rt| rt.block_on(latency::run(&parsed))),
         "report" => report::run(&parsed),
         _ => {

@@ -22,16 +22,35 @@ fn clk_tck() -> f64 {
     })
 }
 
-/// User + system CPU seconds a process (all its threads) used so far.
-pub fn cpu_seconds(pid: u32) -> Option<f64> {
+/// `(ppid, utime + stime, cutime + cstime)` of a process, in clock ticks.
+fn stat_ticks(pid: u32) -> Option<(u32, f64, f64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name, which is in parentheses and may hold spaces.
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after "pid (comm) ".
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / clk_tck())
+    // ppid is field 4 of the whole line; utime, stime, cutime and cstime are fields 14 to 17 (1 and 12 to 15
+    // after "pid (comm) ").
+    let n = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
+    Some((fields.get(1)?.parse().ok()?, n(11)? + n(12)?, n(13)? + n(14)?))
+}
+
+/// User + system CPU seconds a process used so far: all its threads, the children it has reaped and its
+/// live children (a PostgreSQL postmaster's backends and workers are its children; MariaDB, `idaas` and this
+/// process have none).
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let (_, own, reaped) = stat_ticks(pid)?;
+    let mut total = own + reaped;
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let Some(child) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            if let Some((_, own, reaped)) = stat_ticks(child).filter(|s| s.0 == pid) {
+                total += own + reaped;
+            }
+        }
+    }
+    Some(total / clk_tck())
 }
 
 /// A `kB` field of `/proc/PID/status`, e.g. `VmRSS` or `VmHWM`.

@@ -84,7 +84,7 @@ pub fn run(args: &Args) -> Result<(), String> {
     let _ = writeln!(out, "## iDaaS benchmarks, run {}\n", g("run_id"));
     let _ = writeln!(
         out,
-        "`{}` at commit {} (uncommitted changes: {}; binary {}); {} cores ({}), {} MB RAM, kernel {}; {}; {}; \
+        "`{}` at commit {} (uncommitted changes: {}; binary {}); {} cores ({}), {} MB RAM, kernel {}; {}; {}; {}; {}; \
          load average (1/5/15 min) {} at the start, {} at the end; machine busy {} % of one core in the 5 s \
          before the start.\n",
         g("command"),
@@ -97,6 +97,8 @@ pub fn run(args: &Args) -> Result<(), String> {
         g("kernel"),
         g("mariadb_version"),
         g("sysbench"),
+        g("postgresql"),
+        g("pgloader"),
         g("load_at_start"),
         g("load_at_end"),
         g("machine_busy_before_start_pct"),
@@ -344,8 +346,289 @@ pub fn run(args: &Args) -> Result<(), String> {
         }
         let _ = writeln!(out);
     }
+    postgres(&run, &mut out);
     print!("{out}");
     Ok(())
+}
+
+/// Memory figures of a `wait-snapshot` answer, in MB (2^20 bytes): sampled peak and VmHWM.
+fn snapshot_memory(v: &Value) -> (Option<f64>, Option<f64>) {
+    (f(&v["rss_peak_sampled_kb"]).map(|k| k / 1024.0), f(&v["vm_hwm_kb"]).map(|k| k / 1024.0))
+}
+
+fn memory_cell(peak: Option<f64>, hwm: Option<f64>) -> String {
+    let worst = match (peak, hwm) {
+        (Some(p), Some(h)) => Some(p.max(h)),
+        (p, h) => p.or(h),
+    };
+    format!("{} MB / {} MB ({})", fmt(peak, 1), fmt(hwm, 1), worst.map(|w| verdict(w < 256.0)).unwrap_or("-"))
+}
+
+fn same(a: &Value, b: &Value) -> &'static str {
+    match (a.as_str(), b.as_str()) {
+        (Some(x), Some(y)) if x == y && !x.is_empty() => "yes",
+        (Some(_), Some(_)) => "**no**",
+        _ => "-",
+    }
+}
+
+/// The PostgreSQL sections (4-7).
+fn postgres(run: &Run, out: &mut String) {
+    // 4. Initial load PostgreSQL -> PostgreSQL
+    let l = run.json("pg/load-idaas.json");
+    if !l.is_null() {
+        let check = run.json("pg/load-idaas-check.json");
+        let sub = run.json("pg/load-sub.json");
+        let sub_check = run.json("pg/load-sub-check.json");
+        let dump = run.json("pg/load-dump.json");
+        let rows = f(&check["rows"]);
+        let idaas_s = f(&l["elapsed_s"]);
+        let sub_s = f(&sub["elapsed_s"]);
+        let _ = writeln!(out, "### 4. Initial load, PostgreSQL -> PostgreSQL (`pgbench_accounts`)\n");
+        let _ = writeln!(
+            out,
+            "| Method | Rows | Seconds | Rows/s | iDaaS vs this (target: at least as fast as the native copy) | \
+             idaas peak RSS sampled / VmHWM (target < 256 MB) | CPU, % of one core | Load 1 min before | \
+             Target = source |"
+        );
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---|---:|---|");
+        let (peak, hwm) = snapshot_memory(&l);
+        let _ = writeln!(
+            out,
+            "| iDaaS pipeline, `create` to snapshot done | {} | {} | {} | - | {} | {} | {} | {} |",
+            thousands(rows),
+            fmt(idaas_s, 2),
+            thousands(rows.zip(idaas_s).map(|(r, s)| r / s)),
+            memory_cell(peak, hwm),
+            cpu(
+                &l["cpu"],
+                &[("idaas", "idaas"), ("target", "target postgres"), ("source", "source postgres")]
+            ),
+            load1(&l["load_before"]),
+            same(&check["checksum_source"], &check["checksum_target"]),
+        );
+        if !sub.is_null() {
+            let ratio = match (idaas_s, sub_s) {
+                (Some(i), Some(s)) => format!("{:.2}x ({})", s / i, verdict(i <= s)),
+                _ => "-".into(),
+            };
+            let _ = writeln!(
+                out,
+                "| native subscription, `CREATE SUBSCRIPTION` to table `ready` (copy finished at {} s) | {} | {} | \
+                 {} | {ratio} | - | {} | {} | {} |",
+                fmt(f(&sub["copy_finished_s"]), 2),
+                thousands(rows),
+                fmt(sub_s, 2),
+                thousands(rows.zip(sub_s).map(|(r, s)| r / s)),
+                cpu(&sub["cpu"], &[("subscriber", "subscriber postgres"), ("source", "source postgres")]),
+                load1(&sub["load_before"]),
+                same(&sub_check["checksum_source"], &sub_check["checksum_target"]),
+            );
+        }
+        if !dump.is_null() {
+            let ds = f(&dump["elapsed_s"]);
+            let ratio = match (idaas_s, ds) {
+                (Some(i), Some(d)) => format!("{:.2}x", d / i),
+                _ => "-".into(),
+            };
+            let _ = writeln!(
+                out,
+                "| `pg_dump -t public.pgbench_accounts \\| psql` (table, `COPY`, then the primary key) | {} | {} | {} | \
+                 {ratio} | - | - | {} | {} |",
+                thousands(rows),
+                fmt(ds, 2),
+                thousands(rows.zip(ds).map(|(r, s)| r / s)),
+                load1(&dump["load_before"]),
+                same(&dump["checksum_source"], &dump["checksum_target"]),
+            );
+        }
+        let _ = writeln!(out);
+    }
+
+    // 5. Drain PostgreSQL -> PostgreSQL
+    let backlog = run.json("pg/backlog.json");
+    if !backlog.is_null() {
+        let rows = f(&backlog["accounts_updates"]);
+        let txns = f(&backlog["pgbench_transactions"]);
+        let _ = writeln!(out, "### 5. CDC drain, PostgreSQL -> PostgreSQL\n");
+        let _ = writeln!(
+            out,
+            "Backlog: `pgbench -c {} -j {} -T {}` (TPC-B-like, scale {}): {} transactions ({} failed; {} per s on the \
+             source), {} row updates of `pgbench_accounts` (`n_tup_upd`; the only published table), {} MB of WAL \
+             ({} to {}). Load average before the pgbench run {}.\n",
+            backlog["clients"],
+            backlog["jobs"],
+            backlog["secs"],
+            backlog["scale"],
+            thousands(txns),
+            backlog["pgbench_failed"],
+            fmt(f(&backlog["pgbench_tps"]), 0),
+            thousands(rows),
+            fmt(f(&backlog["wal"]["bytes"]).map(|b| b / 1e6), 1),
+            backlog["wal"]["start"].as_str().unwrap_or("?"),
+            backlog["wal"]["end"].as_str().unwrap_or("?"),
+            backlog["load_before_run"].as_str().unwrap_or("-"),
+        );
+        let _ = writeln!(
+            out,
+            "| Consumer | Drain s | Rows/s | iDaaS vs this (target >= 1.5x) | LSN reached, s | Check query matched \
+             (started at, s) | CPU, % of one core | Load 1 min before |"
+        );
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---|---|---:|");
+        let idaas_s = f(&run.json("pg/drain-idaas.json")["elapsed_s"]);
+        for (file, label, names) in [
+            (
+                "drain-idaas",
+                "iDaaS pipeline (checkpoint LSN)",
+                &[("idaas", "idaas"), ("target", "target postgres"), ("source", "source postgres")][..],
+            ),
+            (
+                "drain-sub",
+                "native subscription (`latest_end_lsn`)",
+                &[("subscriber", "subscriber postgres"), ("source", "source postgres")][..],
+            ),
+        ] {
+            let r = run.json(&format!("pg/{file}.json"));
+            if r.is_null() {
+                let _ = writeln!(out, "| {label} | **no result** | - | - | - | - | - | - |");
+                continue;
+            }
+            let secs = f(&r["elapsed_s"]);
+            let ratio = match (file, idaas_s, secs) {
+                ("drain-idaas", _, _) => "-".to_string(),
+                (_, Some(i), Some(s)) => format!("{:.2}x ({})", s / i, verdict(s / i >= 1.5)),
+                _ => "-".into(),
+            };
+            let check = if r["check"]["equal"] == true {
+                format!("yes ({})", fmt(f(&r["check"]["matched_query_started_s"]), 2))
+            } else {
+                "**no**".into()
+            };
+            let _ = writeln!(
+                out,
+                "| {label} | {} | {} | {ratio} | {} | {check} | {} | {} |",
+                fmt(secs, 2),
+                thousands(rows.zip(secs).map(|(r, s)| r / s)),
+                fmt(f(&r["lsn_reached_s"]), 2),
+                cpu(&r["cpu"], names),
+                load1(&r["load_before"]),
+            );
+        }
+        let r = run.json("pg/drain-idaas.json");
+        if !r["rss"].is_null() {
+            let _ = writeln!(
+                out,
+                "\nidaas memory during the drain: {} MB sampled every 100 ms at the start, peak {} MB sampled, VmHWM {} \
+                 MB (reset just before the drain).",
+                fmt(f(&r["rss"]["start_kb"]).map(|k| k / 1024.0), 1),
+                fmt(f(&r["rss"]["peak_sampled_kb"]).map(|k| k / 1024.0), 1),
+                fmt(f(&r["rss"]["vm_hwm_kb"]).map(|k| k / 1024.0), 1),
+            );
+        }
+        let _ = writeln!(out);
+    }
+
+    // 6. Large transactions
+    let mut sizes: Vec<u64> = std::fs::read_dir(run.dir.join("pg"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    name.strip_prefix("txn-")?.strip_suffix("-info.json")?.parse().ok()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    sizes.sort_unstable();
+    if !sizes.is_empty() {
+        let _ = writeln!(out, "### 6. Large single transactions, PostgreSQL -> PostgreSQL\n");
+        let _ = writeln!(
+            out,
+            "| Transaction | INSERT took, s | Pipeline checkpoint past the commit, s from the INSERT's start | Check \
+             query matched, s | Rows/s after the commit | idaas RSS before, MB | Peak RSS sampled every 100 ms / VmHWM \
+             since just before the INSERT (target < 256 MB) | CPU, % of one core | Target = source |"
+        );
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---|---|");
+        for n in sizes {
+            let t = run.json(&format!("pg/txn-{n}.json"));
+            let info = run.json(&format!("pg/txn-{n}-info.json"));
+            let rss = &t["rss"];
+            let insert_s = f(&info["insert_s"]);
+            let reached = f(&t["lsn_reached_s"]);
+            let rate = match (insert_s, reached) {
+                (Some(i), Some(r)) if r > i => thousands(Some(n as f64 / (r - i))),
+                _ => "-".into(),
+            };
+            let _ = writeln!(
+                out,
+                "| {} rows: `{}` | {} | {} | {} | {rate} | {} | {} | {} | {} |",
+                thousands(Some(n as f64)),
+                info["statement"].as_str().unwrap_or("?"),
+                fmt(insert_s, 2),
+                fmt(reached, 2),
+                fmt(f(&t["check"]["matched_query_started_s"]), 2),
+                fmt(f(&rss["start_kb"]).map(|k| k / 1024.0), 1),
+                memory_cell(
+                    f(&rss["peak_sampled_kb"]).map(|k| k / 1024.0),
+                    f(&rss["vm_hwm_kb"]).map(|k| k / 1024.0)
+                ),
+                cpu(
+                    &t["cpu"],
+                    &[("idaas", "idaas"), ("target", "target postgres"), ("source", "source postgres")]
+                ),
+                if t["check"]["equal"] == true { "yes" } else { "**no**" },
+            );
+        }
+        let _ = writeln!(out);
+    }
+
+    // 7. MariaDB -> PostgreSQL initial load
+    let m = run.json("pg/mload-idaas.json");
+    if !m.is_null() {
+        let check = run.json("pg/mload-idaas-check.json");
+        let pl = run.json("pg/mload-pgloader.json");
+        let rows = f(&check["rows"]);
+        let idaas_s = f(&m["elapsed_s"]);
+        let pl_s = f(&pl["elapsed_s"]);
+        let _ = writeln!(out, "### 7. Initial load, MariaDB -> PostgreSQL (sysbench table)\n");
+        let _ = writeln!(
+            out,
+            "| Method | Rows | Seconds | Rows/s | iDaaS vs this (target >= 2x pgloader) | idaas peak RSS sampled / \
+             VmHWM (target < 256 MB) | CPU, % of one core | Load 1 min before | Target = source |"
+        );
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---|---:|---|");
+        let (peak, hwm) = snapshot_memory(&m);
+        let _ = writeln!(
+            out,
+            "| iDaaS pipeline, `create` to snapshot done | {} | {} | {} | - | {} | {} | {} | {} |",
+            thousands(rows),
+            fmt(idaas_s, 2),
+            thousands(rows.zip(idaas_s).map(|(r, s)| r / s)),
+            memory_cell(peak, hwm),
+            cpu(
+                &m["cpu"],
+                &[("idaas", "idaas"), ("target", "target postgres"), ("source", "source mariadbd")]
+            ),
+            load1(&m["load_before"]),
+            same(&check["content_source"], &check["content_target"]),
+        );
+        if !pl.is_null() {
+            let ratio = match (idaas_s, pl_s) {
+                (Some(i), Some(p)) => format!("{:.2}x ({})", p / i, verdict(p / i >= 2.0)),
+                _ => "-".into(),
+            };
+            let _ = writeln!(
+                out,
+                "| `pgloader mysql://... postgresql://...` | {} | {} | {} | {ratio} | - | - | {} | {} |",
+                thousands(rows),
+                fmt(pl_s, 2),
+                thousands(rows.zip(pl_s).map(|(r, s)| r / s)),
+                load1(&pl["load_before"]),
+                same(&pl["content_source"], &pl["content_target"]),
+            );
+        }
+        let _ = writeln!(out);
+    }
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ pub fn reached(file: &str, pos: u64, goal_file: &str, goal_pos: u64) -> bool {
     (file, pos) >= (goal_file, goal_pos)
 }
 
-struct Timeline {
+pub(crate) struct Timeline {
     path: Option<String>,
     header: &'static str,
     rows: Vec<String>,
@@ -26,19 +26,19 @@ struct Timeline {
 }
 
 impl Timeline {
-    fn new(args: &Args, header: &'static str) -> Timeline {
+    pub(crate) fn new(args: &Args, header: &'static str) -> Timeline {
         Timeline { path: args.get("timeline").map(str::to_string), header, rows: Vec::new(), last_us: 0 }
     }
 
     /// Keeps at most one row per 100 ms (and always the last one, with `force`).
-    fn push(&mut self, now: i64, force: bool, row: impl FnOnce() -> String) {
+    pub(crate) fn push(&mut self, now: i64, force: bool, row: impl FnOnce() -> String) {
         if force || now - self.last_us >= 100_000 {
             self.rows.push(row());
             self.last_us = now;
         }
     }
 
-    fn write(&self) -> Result<(), String> {
+    pub(crate) fn write(&self) -> Result<(), String> {
         let Some(path) = &self.path else { return Ok(()) };
         let mut text = format!("{}\n", self.header);
         for r in &self.rows {
@@ -49,11 +49,11 @@ impl Timeline {
     }
 }
 
-fn secs(us: i64) -> f64 {
+pub(crate) fn secs(us: i64) -> f64 {
     round3(us as f64 / 1e6)
 }
 
-async fn stats(api: &str, alias: &str) -> Result<Value, String> {
+pub(crate) async fn stats(api: &str, alias: &str) -> Result<Value, String> {
     let (status, body) = http::get(api, &format!("/api/v1/pipelines/{alias}/stats")).await?;
     if status != 200 {
         return Err(format!("GET stats of pipeline {alias}: HTTP {status}: {body}"));
@@ -65,7 +65,7 @@ async fn stats(api: &str, alias: &str) -> Result<Value, String> {
     Ok(v)
 }
 
-fn u64_of(v: &Value) -> u64 {
+pub(crate) fn u64_of(v: &Value) -> u64 {
     v.as_u64().unwrap_or(0)
 }
 

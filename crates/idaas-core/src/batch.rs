@@ -101,6 +101,25 @@ impl State {
 
 /// Reduces row events (insert, update, delete, snapshot-read; others are ignored) to final states.
 pub fn reduce(events: &[ChangeEvent]) -> Result<Reduced> {
+    // An initial-load chunk holds each key once: no need to track final states.
+    if !events.is_empty() && events.iter().all(|e| e.op == Op::SnapshotRead) {
+        let mut out = Reduced::default();
+        for ev in events {
+            let (Some(schema), Some(table), Some(after)) =
+                (ev.schema.as_ref(), ev.source.table.as_ref(), &ev.after)
+            else {
+                continue;
+            };
+            if schema.primary_key.is_empty() {
+                return Err(Error::new(
+                    ErrorKind::Unsupported,
+                    format!("table {table} has no primary key; rows cannot be applied idempotently"),
+                ));
+            }
+            push(&mut out.upserts, table.clone(), schema.clone(), after.clone());
+        }
+        return Ok(out);
+    }
     let mut st = State { order: Vec::new(), finals: HashMap::new() };
     for ev in events {
         let (Some(schema), Some(table)) = (ev.schema.as_ref(), ev.source.table.as_ref()) else { continue };
@@ -187,6 +206,14 @@ pub fn reduce(events: &[ChangeEvent]) -> Result<Reduced> {
 }
 
 fn push<T>(list: &mut Vec<Group<T>>, table: TableRef, schema: Arc<TableSchema>, row: T) {
+    // Rows usually arrive in runs of one table: look at the last group first.
+    if let Some(g) = list.last_mut()
+        && g.schema.version == schema.version
+        && g.table == table
+    {
+        g.rows.push(row);
+        return;
+    }
     match list.iter_mut().find(|g| g.table == table && g.schema.version == schema.version) {
         Some(g) => g.rows.push(row),
         None => list.push(Group { table, schema, rows: vec![row] }),
@@ -268,6 +295,18 @@ mod tests {
         assert_eq!(p.key_row[0], Value::Int(2), "the target row is found by its old key");
         assert_eq!(p.row, row(4, 8, Value::Unchanged));
         assert!(r.deletes.is_empty(), "a patch moves the row; nothing to delete");
+    }
+
+    #[test]
+    fn snapshot_chunks_pass_straight_through() {
+        let r = reduce(&[
+            ev(Op::SnapshotRead, None, Some(row(1, 1, Value::Null))),
+            ev(Op::SnapshotRead, None, Some(row(2, 2, Value::Null))),
+        ])
+        .unwrap();
+        assert_eq!(r.upserts.len(), 1);
+        assert_eq!(r.upserts[0].rows, vec![row(1, 1, Value::Null), row(2, 2, Value::Null)]);
+        assert!(r.deletes.is_empty() && r.patches.is_empty());
     }
 
     #[test]

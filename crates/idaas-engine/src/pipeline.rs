@@ -39,9 +39,10 @@ use tracing::{Instrument, info, warn};
 pub const MAX_BATCH_EVENTS: usize = 20_000;
 /// Rows in the first snapshot chunk; later chunks are sized to about [`SNAPSHOT_CHUNK_BYTES`].
 pub const SNAPSHOT_CHUNK_ROWS: usize = 5_000;
-/// Approximate bytes per snapshot chunk: large enough that per-chunk round trips do not dominate, small
-/// enough that two chunks in flight stay far below the memory budget whatever the row size.
-pub const SNAPSHOT_CHUNK_BYTES: usize = 8 << 20;
+/// Approximate payload bytes per snapshot chunk (a row in flight costs several times its payload): large
+/// enough that per-chunk round trips do not dominate, small enough that the chunks in flight stay far below
+/// the memory budget whatever the row size.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 2 << 20;
 /// Bounds of the chunk size in rows.
 const SNAPSHOT_CHUNK_ROWS_RANGE: (usize, usize) = (500, 50_000);
 
