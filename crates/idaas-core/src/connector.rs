@@ -148,3 +148,42 @@ pub trait Sink: Send {
     /// Counts the rows of a target table (for stats and verification).
     async fn count(&self, target: &TableRef) -> Result<u64>;
 }
+
+/// The first rule of [`Sink::prepare`] for every sink: rows are applied by primary key.
+pub fn require_primary_key(source: &TableSchema) -> Result<()> {
+    if source.primary_key.is_empty() {
+        return Err(crate::Error::new(
+            crate::ErrorKind::Unsupported,
+            format!(
+                "source table {} has no primary key; add one (ALTER TABLE ... ADD PRIMARY KEY) so rows can be \
+                 applied idempotently",
+                source.table
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses an existing target with every way it does not fit the source (`problems`, one sentence each).
+pub fn require_fit(source: &TableSchema, target: &TableRef, problems: &[String]) -> Result<()> {
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(crate::Error::new(
+        crate::ErrorKind::Incompatible,
+        format!(
+            "target table {target} exists with a shape that does not fit source {}: {}. Drop or fix the target \
+             table, or choose another target name",
+            source.table,
+            problems.join("; ")
+        ),
+    ))
+}
+
+/// The error of [`Sink::prepare`] for a missing target without AutoCreate.
+pub fn missing_target(target: &TableRef) -> crate::Error {
+    crate::Error::new(
+        crate::ErrorKind::NotFound,
+        format!("target table {target} does not exist; create it or set AutoCreate: true"),
+    )
+}

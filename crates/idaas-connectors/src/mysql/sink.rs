@@ -16,6 +16,7 @@
 use super::{MySql, check_sink, classify, quote_ident, quote_table, schema, types};
 use async_trait::async_trait;
 use idaas_core::batch::{self, Group};
+use idaas_core::connector;
 use idaas_core::{
     ChangeEvent, CheckReport, ColumnSchema, DataType, Error, ErrorKind, Result, Sink, TableRef, TableSchema,
     Value,
@@ -316,37 +317,14 @@ impl Sink for MySqlSink {
     }
 
     async fn prepare(&mut self, source: &TableSchema, target: &TableRef, auto_create: bool) -> Result<()> {
-        if source.primary_key.is_empty() {
-            return Err(Error::new(
-                ErrorKind::Unsupported,
-                format!(
-                    "source table {} has no primary key; add one (ALTER TABLE ... ADD PRIMARY KEY) so rows can be \
-                     applied idempotently",
-                    source.table
-                ),
-            ));
-        }
+        connector::require_primary_key(source)?;
         if let Some(existing) = self.target_schema(target).await? {
-            let problems = shape_problems(source, &existing);
-            if !problems.is_empty() {
-                return Err(Error::new(
-                    ErrorKind::Incompatible,
-                    format!(
-                        "target table {target} exists with a shape that does not fit source {}: {}. Drop or fix \
-                         the target table, or choose another target name",
-                        source.table,
-                        problems.join("; ")
-                    ),
-                ));
-            }
+            connector::require_fit(source, target, &shape_problems(source, &existing))?;
             self.remember(&source.table, target, &existing);
             return Ok(());
         }
         if !auto_create {
-            return Err(Error::new(
-                ErrorKind::NotFound,
-                format!("target table {target} does not exist; create it or set AutoCreate: true"),
-            ));
+            return Err(connector::missing_target(target));
         }
         let name = source.table.to_string();
         let mut defs = Vec::new();

@@ -42,6 +42,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::SinkExt;
 use idaas_core::batch::{self, Group, Patch};
+use idaas_core::connector;
 use idaas_core::{
     ChangeEvent, CheckItem, CheckReport, ColumnSchema, DataType, Error, ErrorKind, Op, Result, Row, Sink,
     TableRef, TableSchema, Value,
@@ -688,37 +689,14 @@ impl Sink for PgSink {
     }
 
     async fn prepare(&mut self, source: &TableSchema, target: &TableRef, auto_create: bool) -> Result<()> {
-        if source.primary_key.is_empty() {
-            return Err(Error::new(
-                ErrorKind::Unsupported,
-                format!(
-                    "source table {} has no primary key; add one (ALTER TABLE ... ADD PRIMARY KEY) so rows can be \
-                     applied idempotently",
-                    source.table
-                ),
-            ));
-        }
+        connector::require_primary_key(source)?;
         if let Some(existing) = self.describe(target).await? {
-            let problems = ddl::shape_problems(source, &existing);
-            if !problems.is_empty() {
-                return Err(Error::new(
-                    ErrorKind::Incompatible,
-                    format!(
-                        "target table {target} exists with a shape that does not fit source {}: {}. Drop or fix \
-                         the target table, or choose another target name",
-                        source.table,
-                        problems.join("; ")
-                    ),
-                ));
-            }
+            connector::require_fit(source, target, &ddl::shape_problems(source, &existing))?;
             self.remember(&source.table, existing);
             return Ok(());
         }
         if !auto_create {
-            return Err(Error::new(
-                ErrorKind::NotFound,
-                format!("target table {target} does not exist; create it or set AutoCreate: true"),
-            ));
+            return Err(connector::missing_target(target));
         }
         let pg = self.pg.clone();
         let cfg = pg.config().clone();
