@@ -404,11 +404,23 @@ fn model_rows(model: &BTreeMap<(i32, String), Row>) -> Vec<Vec<Option<String>>> 
 
 #[tokio::test]
 async fn changes_apply_in_order_and_replays_change_nothing() {
+    changes_and_replays(usize::MAX).await;
+}
+
+#[tokio::test]
+async fn changes_applied_over_two_connections_end_in_the_same_state() {
+    changes_and_replays(40).await;
+}
+
+/// Random batches of every kind of change, written with batches of `parallel` rows or more split over two
+/// connections, then replayed.
+async fn changes_and_replays(parallel: usize) {
     let pg = Postgres::start().unwrap();
     let mut sink = sink(&pg);
     let schema = simple_schema("orders");
     sink.prepare(&schema, &TableRef::new("app", "orders"), true).await.unwrap();
     sink.set_copy_min_rows(64);
+    sink.set_parallel_min_rows(parallel);
 
     // Batches of every size class: single events, small statement batches, and staged batches, with
     // inserts, updates, key moves and deletes of the same keys inside one batch.
@@ -472,6 +484,34 @@ async fn changes_apply_in_order_and_replays_change_nothing() {
     sink.write(&all).await.unwrap();
     assert_eq!(state(&pg, "orders"), model_rows(&model), "after replaying everything as one batch");
     assert_eq!(sink.count(&TableRef::new("app", "orders")).await.unwrap(), model.len() as u64);
+}
+
+#[tokio::test]
+async fn parts_that_wait_on_each_other_are_applied_whole() {
+    // Rows swap their unique e-mail addresses under new keys: each part deletes rows whose addresses the
+    // other part inserts, so the two transactions wait on each other until the server breaks the
+    // deadlock; the batch is then applied as one transaction.
+    let pg = Postgres::start().unwrap();
+    let mut sink = sink(&pg);
+    let schema = simple_schema("people");
+    let target = TableRef::new("app", "people");
+    sink.prepare(&schema, &target, true).await.unwrap();
+    pg.sql("CREATE UNIQUE INDEX people_name ON app.people (name)").unwrap();
+    sink.set_parallel_min_rows(2);
+    let before: Vec<Row> = (0..200).map(|i| srow(i, "eu", &format!("e{i}"), 0)).collect();
+    sink.write(&before.iter().map(|r| insert(&schema, r.clone())).collect::<Vec<_>>()).await.unwrap();
+    let mut batch: Vec<ChangeEvent> = before.iter().map(|r| delete(&schema, r.clone())).collect();
+    let mut model = BTreeMap::new();
+    for i in 0..200 {
+        let r = srow(1000 + i, "eu", &format!("e{}", i ^ 1), 1);
+        batch.push(insert(&schema, r.clone()));
+        model.insert((1000 + i, "eu".to_string()), r);
+    }
+    sink.write(&batch).await.unwrap();
+    assert_eq!(state(&pg, "people"), model_rows(&model));
+    // And once more: a replay of the batch changes nothing.
+    sink.write(&batch).await.unwrap();
+    assert_eq!(state(&pg, "people"), model_rows(&model));
 }
 
 #[tokio::test]

@@ -15,6 +15,7 @@ use crate::event::{ChangeEvent, Op, Row};
 use crate::schema::{TableRef, TableSchema};
 use crate::value::Value;
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
 /// A partial update: set the sent columns of `row` in the target row whose key is the key of `key_row`.
@@ -74,28 +75,92 @@ fn fill(row: &Row, base: &Row) -> Row {
         .collect()
 }
 
-struct State {
-    order: Vec<(TableRef, String)>,
-    finals: HashMap<(TableRef, String), (Final, Arc<TableSchema>)>,
+/// Appends a compact encoding of `v` to `out`: equal values give equal bytes, values of different kinds
+/// never do.
+fn encode_key_value(out: &mut Vec<u8>, v: &Value) {
+    let mut text = |tag: u8, b: &[u8]| {
+        out.push(tag);
+        out.extend_from_slice(&(b.len() as u64).to_le_bytes());
+        out.extend_from_slice(b);
+    };
+    match v {
+        Value::Null => out.push(0),
+        Value::Int(i) => {
+            out.push(1);
+            out.extend_from_slice(&i.to_le_bytes());
+        }
+        Value::UInt(u) => {
+            out.push(2);
+            out.extend_from_slice(&u.to_le_bytes());
+        }
+        Value::Text(s) => text(3, s.as_bytes()),
+        Value::Decimal(s) => text(4, s.as_bytes()),
+        Value::Enum(s) => text(5, s.as_bytes()),
+        Value::Bytes(b) => text(6, b),
+        Value::Uuid(u) => {
+            out.push(7);
+            out.extend_from_slice(u);
+        }
+        other => {
+            let json = serde_json::to_vec(other).unwrap_or_default();
+            out.push(255);
+            out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+            out.extend_from_slice(&json);
+        }
+    }
 }
 
-impl State {
-    fn put(&mut self, table: &TableRef, schema: &Arc<TableSchema>, k: String, f: Final) {
-        let id = (table.clone(), k);
-        if !self.finals.contains_key(&id) {
-            self.order.push(id.clone());
+/// The primary key of `row` (columns `keyidx`) as bytes: equal keys give equal bytes. Sinks use it to
+/// spread rows over connections.
+pub fn key_bytes(keyidx: &[usize], row: &Row) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 * keyidx.len());
+    for i in keyidx {
+        encode_key_value(&mut out, &row[*i]);
+    }
+    out
+}
+
+/// Final states by table and key, in the order each key first appeared.
+struct State<'a> {
+    /// Tables of the batch; keys refer to them by index.
+    tables: Vec<&'a TableRef>,
+    /// Index in `entries` by table index and key.
+    index: HashMap<(usize, Vec<u8>), usize>,
+    /// Final states; `None` once removed.
+    entries: Vec<Option<(usize, Final, Arc<TableSchema>)>>,
+}
+
+impl<'a> State<'a> {
+    fn table(&mut self, table: &'a TableRef) -> usize {
+        match self.tables.iter().position(|t| *t == table) {
+            Some(i) => i,
+            None => {
+                self.tables.push(table);
+                self.tables.len() - 1
+            }
         }
-        self.finals.insert(id, (f, schema.clone()));
     }
 
-    fn get(&self, table: &TableRef, k: &str) -> Option<Final> {
-        self.finals.get(&(table.clone(), k.to_string())).map(|(f, _)| f.clone())
+    fn put(&mut self, table: usize, schema: &Arc<TableSchema>, k: Vec<u8>, f: Final) {
+        match self.index.entry((table, k)) {
+            Entry::Occupied(e) => self.entries[*e.get()] = Some((table, f, schema.clone())),
+            Entry::Vacant(e) => {
+                e.insert(self.entries.len());
+                self.entries.push(Some((table, f, schema.clone())));
+            }
+        }
     }
 
-    fn remove(&mut self, table: &TableRef, k: &str) {
-        let id = (table.clone(), k.to_string());
-        self.finals.remove(&id);
-        self.order.retain(|o| *o != id);
+    fn get(&self, table: usize, k: &[u8]) -> Option<&Final> {
+        // Keys are looked up by value; the tuple key needs an owned copy.
+        let at = *self.index.get(&(table, k.to_vec()))?;
+        self.entries[at].as_ref().map(|(_, f, _)| f)
+    }
+
+    fn remove(&mut self, table: usize, k: &[u8]) {
+        if let Some(at) = self.index.remove(&(table, k.to_vec())) {
+            self.entries[at] = None;
+        }
     }
 }
 
@@ -116,62 +181,69 @@ pub fn reduce(events: &[ChangeEvent]) -> Result<Reduced> {
                     format!("table {table} has no primary key; rows cannot be applied idempotently"),
                 ));
             }
-            push(&mut out.upserts, table.clone(), schema.clone(), after.clone());
+            push(&mut out.upserts, table, schema, after.clone());
         }
         return Ok(out);
     }
-    let mut st = State { order: Vec::new(), finals: HashMap::new() };
+    let mut st = State { tables: Vec::new(), index: HashMap::with_capacity(events.len()), entries: Vec::new() };
+    let mut keyidx: Vec<usize> = Vec::new();
+    let mut keyidx_of: Option<(usize, u64)> = None;
     for ev in events {
         let (Some(schema), Some(table)) = (ev.schema.as_ref(), ev.source.table.as_ref()) else { continue };
-        let keyidx = schema.key_indexes();
+        if !matches!(ev.op, Op::Insert | Op::SnapshotRead | Op::Update | Op::Delete) {
+            continue;
+        }
+        let t = st.table(table);
+        if keyidx_of != Some((t, schema.version)) {
+            keyidx = schema.key_indexes();
+            keyidx_of = Some((t, schema.version));
+        }
         if keyidx.is_empty() {
             return Err(Error::new(
                 ErrorKind::Unsupported,
                 format!("table {table} has no primary key; rows cannot be applied idempotently"),
             ));
         }
-        let key_of = |row: &Row| -> String {
-            serde_json::to_string(&keyidx.iter().map(|i| &row[*i]).collect::<Vec<_>>()).unwrap_or_default()
-        };
+        let key_of = |row: &Row| key_bytes(&keyidx, row);
         match ev.op {
             Op::Insert | Op::SnapshotRead => {
                 let Some(after) = &ev.after else { continue };
-                st.put(table, schema, key_of(after), Final::Upsert(after.clone()));
+                st.put(t, schema, key_of(after), Final::Upsert(after.clone()));
             }
             Op::Update => {
                 let Some(after) = &ev.after else { continue };
                 let old_row = ev.before.as_ref().unwrap_or(after);
-                let (kb, ka) = (key_of(old_row), key_of(after));
-                let previous = st.get(table, &kb);
+                let ka = key_of(after);
+                let kb = if ev.before.is_some() { key_of(old_row) } else { ka.clone() };
                 if !has_unchanged(after) {
                     if kb != ka {
                         // The old key goes; a pending patch of it must still move the target row away.
-                        if let Some(Final::Patch(p)) = &previous {
+                        if let Some(Final::Patch(p)) = st.get(t, &kb) {
                             let old = p.key_row.clone();
-                            st.put(table, schema, key_of(&old), Final::Delete(old));
+                            st.put(t, schema, key_of(&old), Final::Delete(old));
                         }
-                        st.put(table, schema, kb, Final::Delete(old_row.clone()));
+                        st.put(t, schema, kb, Final::Delete(old_row.clone()));
                     }
-                    st.put(table, schema, ka, Final::Upsert(after.clone()));
+                    st.put(t, schema, ka, Final::Upsert(after.clone()));
                     continue;
                 }
-                match previous {
+                match st.get(t, &kb) {
                     Some(Final::Upsert(prev)) => {
-                        let full = fill(after, &prev);
+                        let full = fill(after, prev);
                         if kb != ka {
-                            st.put(table, schema, kb, Final::Delete(old_row.clone()));
+                            st.put(t, schema, kb, Final::Delete(old_row.clone()));
                         }
-                        st.put(table, schema, ka, Final::Upsert(full));
+                        st.put(t, schema, ka, Final::Upsert(full));
                     }
                     Some(Final::Patch(prev)) => {
                         let merged = Patch { key_row: prev.key_row.clone(), row: fill(after, &prev.row) };
                         if kb != ka {
-                            st.remove(table, &kb);
+                            st.remove(t, &kb);
                         }
-                        st.put(table, schema, ka, Final::Patch(merged));
+                        st.put(t, schema, ka, Final::Patch(merged));
                     }
                     _ => st.put(
-                        table,
+                        t,
                         schema,
                         ka,
                         Final::Patch(Patch { key_row: old_row.clone(), row: after.clone() }),
@@ -181,42 +253,43 @@ pub fn reduce(events: &[ChangeEvent]) -> Result<Reduced> {
             Op::Delete => {
                 let Some(before) = &ev.before else { continue };
                 let k = key_of(before);
-                if let Some(Final::Patch(p)) = st.get(table, &k) {
+                if let Some(Final::Patch(p)) = st.get(t, &k) {
                     // The patched row still sits under its old key in the target.
                     let ko = key_of(&p.key_row);
                     if ko != k {
-                        st.put(table, schema, ko, Final::Delete(p.key_row.clone()));
+                        let old = p.key_row.clone();
+                        st.put(t, schema, ko, Final::Delete(old));
                     }
                 }
-                st.put(table, schema, k, Final::Delete(before.clone()));
+                st.put(t, schema, k, Final::Delete(before.clone()));
             }
             _ => {}
         }
     }
     let mut out = Reduced::default();
-    for id in st.order {
-        let Some((f, schema)) = st.finals.remove(&id) else { continue };
+    for (t, f, schema) in st.entries.into_iter().flatten() {
+        let table = st.tables[t];
         match f {
-            Final::Delete(r) => push(&mut out.deletes, id.0, schema, r),
-            Final::Upsert(r) => push(&mut out.upserts, id.0, schema, r),
-            Final::Patch(p) => push(&mut out.patches, id.0, schema, p),
+            Final::Delete(r) => push(&mut out.deletes, table, &schema, r),
+            Final::Upsert(r) => push(&mut out.upserts, table, &schema, r),
+            Final::Patch(p) => push(&mut out.patches, table, &schema, p),
         }
     }
     Ok(out)
 }
 
-fn push<T>(list: &mut Vec<Group<T>>, table: TableRef, schema: Arc<TableSchema>, row: T) {
+fn push<T>(list: &mut Vec<Group<T>>, table: &TableRef, schema: &Arc<TableSchema>, row: T) {
     // Rows usually arrive in runs of one table: look at the last group first.
     if let Some(g) = list.last_mut()
         && g.schema.version == schema.version
-        && g.table == table
+        && g.table == *table
     {
         g.rows.push(row);
         return;
     }
-    match list.iter_mut().find(|g| g.table == table && g.schema.version == schema.version) {
+    match list.iter_mut().find(|g| g.table == *table && g.schema.version == schema.version) {
         Some(g) => g.rows.push(row),
-        None => list.push(Group { table, schema, rows: vec![row] }),
+        None => list.push(Group { table: table.clone(), schema: schema.clone(), rows: vec![row] }),
     }
 }
 

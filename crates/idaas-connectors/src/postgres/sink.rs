@@ -41,7 +41,8 @@ use super::{Pg, classify, quote_ident, quote_table};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::SinkExt;
-use idaas_core::batch::{self, Group, Patch};
+use crate::config::ConnectionConfig;
+use idaas_core::batch::{self, Group, Patch, Reduced};
 use idaas_core::connector;
 use idaas_core::{
     ChangeEvent, CheckItem, CheckReport, ColumnSchema, DataType, Error, ErrorKind, Op, Result, Row, Sink,
@@ -56,6 +57,10 @@ use tokio_postgres::{Client, Statement, Transaction};
 /// Upserts of at least this many rows of one table are written through binary `COPY`; smaller groups as
 /// multi-row statements (the measurements are in the module documentation).
 pub const COPY_MIN_ROWS: usize = 1_000;
+
+/// Batches of at least this many rows (after reduction) are split by key over two connections and applied
+/// in parallel, one transaction on each (see the module documentation).
+pub const PARALLEL_MIN_ROWS: usize = 2_000;
 
 /// Statement sizes (rows per statement), so each connection prepares few statements per table.
 const STATEMENT_ROWS: [usize; 9] = [256, 128, 64, 32, 16, 8, 4, 2, 1];
@@ -137,18 +142,31 @@ enum Step {
     Direct { copy: String, staged: Staged },
 }
 
+/// A connection of the sink and what was set up on it.
+struct Conn {
+    client: Client,
+    /// Prepared statements, by SQL text.
+    statements: HashMap<String, Statement>,
+    /// Staging tables created on it.
+    staged: HashSet<String>,
+}
+
+impl Conn {
+    async fn open(pg: &Pg) -> Result<Conn> {
+        Ok(Conn { client: pg.connect().await?, statements: HashMap::new(), staged: HashSet::new() })
+    }
+}
+
 /// The PostgreSQL sink.
 pub struct PgSink {
     pg: Pg,
-    client: Option<Client>,
+    /// The sink's connection, and a second one for batches applied in parallel.
+    conns: [Option<Conn>; 2],
     targets: HashMap<TableRef, Target>,
-    /// Prepared statements of the current connection, by SQL text.
-    statements: HashMap<String, Statement>,
-    /// Staging tables created on the current connection.
-    staged: HashSet<String>,
     next_plan: u64,
     counts: WriteCounts,
     copy_min_rows: usize,
+    parallel_min_rows: usize,
 }
 
 impl PgSink {
@@ -156,13 +174,12 @@ impl PgSink {
     pub fn new(pg: Pg) -> PgSink {
         PgSink {
             pg,
-            client: None,
+            conns: [None, None],
             targets: HashMap::new(),
-            statements: HashMap::new(),
-            staged: HashSet::new(),
             next_plan: 0,
             counts: WriteCounts::default(),
             copy_min_rows: COPY_MIN_ROWS,
+            parallel_min_rows: PARALLEL_MIN_ROWS,
         }
     }
 
@@ -172,24 +189,30 @@ impl PgSink {
         self.copy_min_rows = rows;
     }
 
+    /// Sets the batch size (rows after reduction) from which a batch is applied over two connections
+    /// (default [`PARALLEL_MIN_ROWS`]; `usize::MAX` never does); for benchmarks and tests of both paths.
+    pub fn set_parallel_min_rows(&mut self, rows: usize) {
+        self.parallel_min_rows = rows;
+    }
+
     /// Rows written so far, by path.
     pub fn counts(&self) -> WriteCounts {
         self.counts
     }
 
     async fn client(&mut self) -> Result<&mut Client> {
-        if self.client.is_none() {
-            self.statements.clear();
-            self.staged.clear();
-            self.client = Some(self.pg.connect().await?);
+        Ok(&mut self.conn(0).await?.client)
+    }
+
+    async fn conn(&mut self, i: usize) -> Result<&mut Conn> {
+        if self.conns[i].is_none() {
+            self.conns[i] = Some(Conn::open(&self.pg).await?);
         }
-        Ok(self.client.as_mut().expect("connection just set"))
+        Ok(self.conns[i].as_mut().expect("connection just set"))
     }
 
     fn drop_connection(&mut self) {
-        self.client = None;
-        self.statements.clear();
-        self.staged.clear();
+        self.conns = [None, None];
     }
 
     async fn describe(&mut self, table: &TableRef) -> Result<Option<PgTable>> {
@@ -247,16 +270,8 @@ impl PgSink {
     }
 
     /// Encodes a reduced batch into steps, in the order they must run.
-    fn steps(&mut self, events: &[ChangeEvent]) -> Result<Vec<Step>> {
-        let reduced = batch::reduce(events)?;
+    fn steps(&mut self, reduced: &Reduced, load: bool) -> Result<Vec<Step>> {
         let mut steps = Vec::new();
-        if reduced.is_empty() {
-            return Ok(steps);
-        }
-        let load = events
-            .iter()
-            .filter(|e| matches!(e.op, Op::Insert | Op::Update | Op::Delete | Op::SnapshotRead))
-            .all(|e| e.op == Op::SnapshotRead);
         for Group { table, schema, rows } in &reduced.patches {
             let plan = self.plan(table, schema)?;
             let target = self.target_table(table)?;
@@ -283,103 +298,199 @@ impl PgSink {
     }
 
     async fn exec_batch(&mut self, events: &[ChangeEvent]) -> Result<()> {
-        let steps = self.steps(events)?;
-        if steps.is_empty() {
+        let reduced = batch::reduce(events)?;
+        if reduced.is_empty() {
             return Ok(());
         }
+        let load = events
+            .iter()
+            .filter(|e| matches!(e.op, Op::Insert | Op::Update | Op::Delete | Op::SnapshotRead))
+            .all(|e| e.op == Op::SnapshotRead);
+        let rows = reduced.deletes.iter().map(|g| g.rows.len()).sum::<usize>()
+            + reduced.upserts.iter().map(|g| g.rows.len()).sum::<usize>();
+        // Patches are rare and may move a row to a key another part writes: those batches stay whole.
+        if !load && reduced.patches.is_empty() && rows >= self.parallel_min_rows {
+            let parts = split(&reduced);
+            let steps = [self.steps(&parts[0], false)?, self.steps(&parts[1], false)?];
+            match self.apply_parallel(steps).await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    // A constraint on other columns than the key (a unique index, a foreign key) can make
+                    // the parts wait on each other or conflict; applied again as one transaction, the batch
+                    // either works or fails with the error that matters. Both ways are idempotent.
+                    tracing::debug!(error = %e.report(), "batch applied in parallel failed; applying it whole");
+                    self.drop_connection();
+                }
+            }
+        }
+        let steps = self.steps(&reduced, load)?;
         let cfg = self.pg.config().clone();
-        self.client().await?;
-        let mut client = self.client.take().expect("connected above");
-        let result = async {
-            let mut tx = client.transaction().await.map_err(|e| classify(&cfg, e, "begin"))?;
-            for step in steps {
-                self.run(&mut tx, step).await?;
-            }
-            tx.commit().await.map_err(|e| classify(&cfg, e, "commit"))
-        }
-        .await;
-        if result.is_ok() {
-            self.client = Some(client);
-        }
-        result
-    }
-
-    async fn prepared(&mut self, tx: &Transaction<'_>, sql: &str, what: &str) -> Result<Statement> {
-        if let Some(s) = self.statements.get(sql) {
-            return Ok(s.clone());
-        }
-        let s = tx.prepare(sql).await.map_err(|e| write_error(self.pg.config(), e, what))?;
-        self.statements.insert(sql.to_string(), s.clone());
-        Ok(s)
-    }
-
-    async fn run(&mut self, tx: &mut Transaction<'_>, step: Step) -> Result<()> {
-        let cfg = self.pg.config().clone();
-        match step {
-            Step::Sequential(list) => {
-                for s in list {
-                    let stmt = self.prepared(tx, &s.sql, &s.what).await?;
-                    let values = s.params.values();
-                    let refs: Vec<&(dyn ToSql + Sync)> =
-                        values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
-                    tx.execute(&stmt, &refs).await.map_err(|e| write_error(&cfg, e, &s.what))?;
-                    self.counts.statement_rows += s.rows as u64;
-                }
-            }
-            Step::Pipelined(list) => {
-                let mut stmts = Vec::with_capacity(list.len());
-                for s in &list {
-                    stmts.push(self.prepared(tx, &s.sql, &s.what).await?);
-                }
-                let values: Vec<Vec<Encoded<'_>>> = list.iter().map(|s| s.params.values()).collect();
-                let refs: Vec<Vec<&(dyn ToSql + Sync)>> =
-                    values.iter().map(|v| v.iter().map(|x| x as &(dyn ToSql + Sync)).collect()).collect();
-                let tx: &Transaction<'_> = tx;
-                let cfg = &cfg;
-                let runs = stmts.iter().zip(&refs).zip(&list).map(|((stmt, refs), s)| async move {
-                    tx.execute(stmt, refs).await.map_err(|e| write_error(cfg, e, &s.what))
-                });
-                futures::future::try_join_all(runs).await?;
-                self.counts.statement_rows += list.iter().map(|s| s.rows as u64).sum::<u64>();
-            }
-            Step::Staged(staged) => self.run_staged(tx, staged).await?,
-            Step::Direct { copy, staged } => {
-                let sp = tx.savepoint("idaas_load").await.map_err(|e| classify(&cfg, e, "savepoint"))?;
-                match send_copy(&sp, &copy, staged.data.clone()).await {
-                    Ok(()) => {
-                        sp.commit().await.map_err(|e| classify(&cfg, e, "release savepoint"))?;
-                        self.counts.direct_rows += staged.rows as u64;
-                    }
-                    Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-                        // A resumed load resent rows the target holds: upsert them instead.
-                        sp.rollback().await.map_err(|e| classify(&cfg, e, "roll back to savepoint"))?;
-                        self.run_staged(tx, staged).await?;
-                    }
-                    Err(e) => return Err(write_error(&cfg, e, &staged.what)),
-                }
-            }
-        }
+        let conn = self.conn(0).await?;
+        let mut counts = WriteCounts::default();
+        apply(&cfg, conn, steps, &mut counts).await?;
+        self.counts.add(counts);
         Ok(())
     }
 
-    async fn run_staged(&mut self, tx: &Transaction<'_>, s: Staged) -> Result<()> {
+    /// Applies the two parts of a batch at the same time, each in its own transaction on its own connection.
+    async fn apply_parallel(&mut self, steps: [Vec<Step>; 2]) -> Result<()> {
         let cfg = self.pg.config().clone();
-        if self.staged.contains(&s.stage.name) {
-            // Emptied before use rather than at commit: an explicit TRUNCATE costs a fraction of
-            // ON COMMIT DELETE ROWS.
-            tx.batch_execute(&format!("TRUNCATE pg_temp.{}", quote_ident(&s.stage.name)))
-                .await
-                .map_err(|e| classify(&cfg, e, "empty staging table"))?;
-        } else {
-            tx.batch_execute(&s.stage.create).await.map_err(|e| classify(&cfg, e, "create staging table"))?;
-            self.staged.insert(s.stage.name.clone());
-        }
-        send_copy(tx, &s.copy, s.data).await.map_err(|e| write_error(&cfg, e, &s.what))?;
-        let stmt = self.prepared(tx, &s.apply, &s.what).await?;
-        tx.execute(&stmt, &[]).await.map_err(|e| write_error(&cfg, e, &s.what))?;
-        self.counts.staged_rows += s.rows as u64;
+        self.conn(0).await?;
+        self.conn(1).await?;
+        let [Some(a), Some(b)] = &mut self.conns else { unreachable!("both connections were just opened") };
+        let [sa, sb] = steps;
+        let (mut ca, mut cb) = (WriteCounts::default(), WriteCounts::default());
+        let (ra, rb) = tokio::join!(apply(&cfg, a, sa, &mut ca), apply(&cfg, b, sb, &mut cb));
+        ra?;
+        rb?;
+        self.counts.add(ca);
+        self.counts.add(cb);
         Ok(())
     }
+}
+
+/// Splits a batch in two by a hash of each row's key: the parts touch distinct keys.
+fn split(reduced: &Reduced) -> [Reduced; 2] {
+    fn part<T: Clone>(groups: &[Group<T>], key: impl Fn(&Group<T>, &T) -> Vec<u8>) -> [Vec<Group<T>>; 2] {
+        let mut out: [Vec<Group<T>>; 2] = [Vec::new(), Vec::new()];
+        for g in groups {
+            let mut rows: [Vec<T>; 2] = [Vec::new(), Vec::new()];
+            for r in &g.rows {
+                let mut h = std::hash::DefaultHasher::new();
+                std::hash::Hash::hash(&key(g, r), &mut h);
+                rows[(std::hash::Hasher::finish(&h) & 1) as usize].push(r.clone());
+            }
+            for (o, rows) in out.iter_mut().zip(rows) {
+                if !rows.is_empty() {
+                    o.push(Group { table: g.table.clone(), schema: g.schema.clone(), rows });
+                }
+            }
+        }
+        out
+    }
+    let row_key = |g: &Group<Row>, r: &Row| batch::key_bytes(&g.schema.key_indexes(), r);
+    let [d0, d1] = part(&reduced.deletes, row_key);
+    let [u0, u1] = part(&reduced.upserts, row_key);
+    [
+        Reduced { patches: Vec::new(), deletes: d0, upserts: u0 },
+        Reduced { patches: Vec::new(), deletes: d1, upserts: u1 },
+    ]
+}
+
+impl WriteCounts {
+    fn add(&mut self, o: WriteCounts) {
+        self.statement_rows += o.statement_rows;
+        self.staged_rows += o.staged_rows;
+        self.direct_rows += o.direct_rows;
+    }
+}
+
+/// Runs `steps` in one transaction on `conn` and commits.
+async fn apply(
+    cfg: &ConnectionConfig,
+    conn: &mut Conn,
+    steps: Vec<Step>,
+    counts: &mut WriteCounts,
+) -> Result<()> {
+    let Conn { client, statements, staged } = conn;
+    let mut tx = client.transaction().await.map_err(|e| classify(cfg, e, "begin"))?;
+    for step in steps {
+        run(cfg, &mut tx, statements, staged, step, counts).await?;
+    }
+    tx.commit().await.map_err(|e| classify(cfg, e, "commit"))
+}
+
+async fn prepared(
+    cfg: &ConnectionConfig,
+    tx: &Transaction<'_>,
+    statements: &mut HashMap<String, Statement>,
+    sql: &str,
+    what: &str,
+) -> Result<Statement> {
+    if let Some(s) = statements.get(sql) {
+        return Ok(s.clone());
+    }
+    let s = tx.prepare(sql).await.map_err(|e| write_error(cfg, e, what))?;
+    statements.insert(sql.to_string(), s.clone());
+    Ok(s)
+}
+
+async fn run(
+    cfg: &ConnectionConfig,
+    tx: &mut Transaction<'_>,
+    statements: &mut HashMap<String, Statement>,
+    staged: &mut HashSet<String>,
+    step: Step,
+    counts: &mut WriteCounts,
+) -> Result<()> {
+    match step {
+        Step::Sequential(list) => {
+            for s in list {
+                let stmt = prepared(cfg, tx, statements, &s.sql, &s.what).await?;
+                let values = s.params.values();
+                let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
+                tx.execute(&stmt, &refs).await.map_err(|e| write_error(cfg, e, &s.what))?;
+                counts.statement_rows += s.rows as u64;
+            }
+        }
+        Step::Pipelined(list) => {
+            let mut stmts = Vec::with_capacity(list.len());
+            for s in &list {
+                stmts.push(prepared(cfg, tx, statements, &s.sql, &s.what).await?);
+            }
+            let values: Vec<Vec<Encoded<'_>>> = list.iter().map(|s| s.params.values()).collect();
+            let refs: Vec<Vec<&(dyn ToSql + Sync)>> =
+                values.iter().map(|v| v.iter().map(|x| x as &(dyn ToSql + Sync)).collect()).collect();
+            let tx: &Transaction<'_> = tx;
+            let runs = stmts.iter().zip(&refs).zip(&list).map(|((stmt, refs), s)| async move {
+                tx.execute(stmt, refs).await.map_err(|e| write_error(cfg, e, &s.what))
+            });
+            futures::future::try_join_all(runs).await?;
+            counts.statement_rows += list.iter().map(|s| s.rows as u64).sum::<u64>();
+        }
+        Step::Staged(s) => run_staged(cfg, tx, statements, staged, s, counts).await?,
+        Step::Direct { copy, staged: s } => {
+            let sp = tx.savepoint("idaas_load").await.map_err(|e| classify(cfg, e, "savepoint"))?;
+            match send_copy(&sp, &copy, s.data.clone()).await {
+                Ok(()) => {
+                    sp.commit().await.map_err(|e| classify(cfg, e, "release savepoint"))?;
+                    counts.direct_rows += s.rows as u64;
+                }
+                Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                    // A resumed load resent rows the target holds: upsert them instead.
+                    sp.rollback().await.map_err(|e| classify(cfg, e, "roll back to savepoint"))?;
+                    run_staged(cfg, tx, statements, staged, s, counts).await?;
+                }
+                Err(e) => return Err(write_error(cfg, e, &s.what)),
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn run_staged(
+    cfg: &ConnectionConfig,
+    tx: &Transaction<'_>,
+    statements: &mut HashMap<String, Statement>,
+    staged: &mut HashSet<String>,
+    s: Staged,
+    counts: &mut WriteCounts,
+) -> Result<()> {
+    if staged.contains(&s.stage.name) {
+        // Emptied before use rather than at commit: an explicit TRUNCATE costs a fraction of
+        // ON COMMIT DELETE ROWS.
+        tx.batch_execute(&format!("TRUNCATE pg_temp.{}", quote_ident(&s.stage.name)))
+            .await
+            .map_err(|e| classify(cfg, e, "empty staging table"))?;
+    } else {
+        tx.batch_execute(&s.stage.create).await.map_err(|e| classify(cfg, e, "create staging table"))?;
+        staged.insert(s.stage.name.clone());
+    }
+    send_copy(tx, &s.copy, s.data).await.map_err(|e| write_error(cfg, e, &s.what))?;
+    let stmt = prepared(cfg, tx, statements, &s.apply, &s.what).await?;
+    tx.execute(&stmt, &[]).await.map_err(|e| write_error(cfg, e, &s.what))?;
+    counts.staged_rows += s.rows as u64;
+    Ok(())
 }
 
 /// Sends a complete binary `COPY` stream.
@@ -401,7 +512,7 @@ async fn send_copy(
 
 /// Classifies a write error; values the target refuses (class 22) are [`ErrorKind::Unsupported`] and
 /// constraint violations (class 23) [`ErrorKind::Incompatible`]: both stop the pipeline.
-fn write_error(cfg: &crate::config::ConnectionConfig, e: tokio_postgres::Error, what: &str) -> Error {
+fn write_error(cfg: &ConnectionConfig, e: tokio_postgres::Error, what: &str) -> Error {
     let class = e.code().map(|c| c.code()[..2].to_string());
     let mut err = classify(cfg, e, what);
     match class.as_deref() {
@@ -831,8 +942,8 @@ impl Sink for PgSink {
     async fn count(&self, target: &TableRef) -> Result<u64> {
         let sql = format!("SELECT count(*) FROM {}", quote_table(target));
         let cfg = self.pg.config();
-        let row = match &self.client {
-            Some(c) => c.query_one(&sql, &[]).await,
+        let row = match &self.conns[0] {
+            Some(c) => c.client.query_one(&sql, &[]).await,
             None => self.pg.connect().await?.query_one(&sql, &[]).await,
         }
         .map_err(|e| classify(cfg, e, &format!("count rows of {target}")))?;
