@@ -23,6 +23,7 @@
 use crate::api::{DdlPolicy, PipelineSpec, SyncMode, TableProgress};
 use crate::checkpoint::CheckpointWriter;
 use crate::stats::Stats;
+use futures::stream::FuturesOrdered;
 use futures::{FutureExt, StreamExt};
 use idaas_core::{
     ChangeEvent, Error, ErrorKind, Op, Position, Result, RetryPolicy, Row, Sink, SourceInfo, TableRef,
@@ -240,8 +241,22 @@ async fn snapshot(
         done,
     };
     ctx.stats.set_progress(progress(cp.snapshot_rows, false));
-    // Read ahead one chunk while the previous one is written.
-    let (tx, mut rx) = mpsc::channel::<Result<Vec<Row>>>(1);
+    // A second target connection, so one chunk is written while the next one is encoded and sent. When the
+    // target refuses it, the load runs on the pipeline's own connection alone.
+    let mut extra = (ctx.make_sink)();
+    let mut extra = match extra.attach(&ctx.source_table, &ctx.target_table).await {
+        Ok(()) => Some(extra),
+        Err(e) => {
+            warn!(error = %e.report(), "initial load continues on one target connection");
+            None
+        }
+    };
+    let mut idle: Vec<&mut dyn Sink> = vec![sink];
+    if let Some(e) = extra.as_mut() {
+        idle.push(e.as_mut());
+    }
+    // Read ahead while the chunks before are written.
+    let (tx, mut rx) = mpsc::channel::<Result<Vec<Row>>>(idle.len());
     let read_schema = schema.clone();
     let mut after = cp.snapshot_last_key.clone();
     let mut reader_task = tokio::spawn(async move {
@@ -269,43 +284,46 @@ async fn snapshot(
         let _ = reader.finish().await;
     });
     let keyidx = schema.key_indexes();
+    // Chunks being written, finished in the order they were read: the checkpoint only moves past a chunk
+    // once every chunk before it is committed.
+    let mut writing = FuturesOrdered::new();
+    let mut reading = true;
     loop {
-        let chunk = tokio::select! {
-            c = rx.recv() => c,
-            _ = stop.changed() => {
-                reader_task.abort();
-                return Ok(Some(Outcome::Stopped));
+        let done = if reading && !idle.is_empty() {
+            tokio::select! {
+                chunk = rx.recv() => {
+                    let rows = match chunk {
+                        None => return Err(Error::internal("snapshot reader ended early")),
+                        Some(r) => r?,
+                    };
+                    if rows.is_empty() {
+                        reading = false;
+                        continue;
+                    }
+                    let writer = idle.pop().expect("an idle writer");
+                    writing.push_back(write_chunk(ctx, writer, &schema, &keyidx, rows));
+                    continue;
+                }
+                Some(done) = writing.next(), if !writing.is_empty() => done,
+                _ = stop.changed() => {
+                    reader_task.abort();
+                    return Ok(Some(Outcome::Stopped));
+                }
             }
-        };
-        let rows = match chunk {
-            None => return Err(Error::internal("snapshot reader ended early")),
-            Some(r) => r?,
-        };
-        if rows.is_empty() {
+        } else if !writing.is_empty() {
+            tokio::select! {
+                Some(done) = writing.next() => done,
+                _ = stop.changed() => {
+                    reader_task.abort();
+                    return Ok(Some(Outcome::Stopped));
+                }
+            }
+        } else {
             break;
-        }
-        let n = rows.len() as u64;
-        ctx.stats.input(n, true);
-        let last_key: Row = keyidx.iter().map(|i| rows[rows.len() - 1][*i].clone()).collect();
-        let events: Vec<ChangeEvent> = rows
-            .into_iter()
-            .map(|r| ChangeEvent {
-                op: Op::SnapshotRead,
-                source: SourceInfo {
-                    connection: ctx.spec.source.connection.clone(),
-                    table: Some(ctx.source_table.clone()),
-                    position: Position::default(),
-                    commit_ts_ms: None,
-                    read_ts_ms: None,
-                    txid: None,
-                },
-                before: None,
-                after: Some(r),
-                schema: Some(schema.clone()),
-                ddl: None,
-            })
-            .collect();
-        sink.write(&events).await?;
+        };
+        let (writer, result, n, last_key) = done;
+        result?;
+        idle.push(writer);
         cp.snapshot_rows += n;
         cp.snapshot_last_key = Some(last_key);
         ctx.save(cp)?;
@@ -319,6 +337,41 @@ async fn snapshot(
     ctx.stats.set_progress(progress(cp.snapshot_rows, true));
     info!(table = %ctx.source_table, rows = cp.snapshot_rows, "initial load done");
     Ok(None)
+}
+
+/// Writes one snapshot chunk with `writer`; gives the writer back with the result, the row count and the
+/// chunk's last key.
+async fn write_chunk<'a>(
+    ctx: &Arc<Context>,
+    writer: &'a mut dyn Sink,
+    schema: &Arc<TableSchema>,
+    keyidx: &[usize],
+    rows: Vec<Row>,
+) -> (&'a mut dyn Sink, Result<()>, u64, Row) {
+    let n = rows.len() as u64;
+    ctx.stats.input(n, true);
+    let last_key: Row = keyidx.iter().map(|i| rows[rows.len() - 1][*i].clone()).collect();
+    let source = SourceInfo {
+        connection: ctx.spec.source.connection.clone(),
+        table: Some(ctx.source_table.clone()),
+        position: Position::default(),
+        commit_ts_ms: None,
+        read_ts_ms: None,
+        txid: None,
+    };
+    let events: Vec<ChangeEvent> = rows
+        .into_iter()
+        .map(|r| ChangeEvent {
+            op: Op::SnapshotRead,
+            source: source.clone(),
+            before: None,
+            after: Some(r),
+            schema: Some(schema.clone()),
+            ddl: None,
+        })
+        .collect();
+    let result = writer.write(&events).await;
+    (writer, result, n, last_key)
 }
 
 async fn stream(
