@@ -185,7 +185,8 @@ pub fn reduce(events: &[ChangeEvent]) -> Result<Reduced> {
         }
         return Ok(out);
     }
-    let mut st = State { tables: Vec::new(), index: HashMap::with_capacity(events.len()), entries: Vec::new() };
+    let mut st =
+        State { tables: Vec::new(), index: HashMap::with_capacity(events.len()), entries: Vec::new() };
     let mut keyidx: Vec<usize> = Vec::new();
     let mut keyidx_of: Option<(usize, u64)> = None;
     for ev in events {

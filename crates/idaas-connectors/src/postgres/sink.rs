@@ -38,10 +38,10 @@
 use super::ddl::{self, PgTable};
 use super::encode::{Codec, CopyRows, Encoded, Params};
 use super::{Pg, classify, quote_ident, quote_table};
+use crate::config::ConnectionConfig;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::SinkExt;
-use crate::config::ConnectionConfig;
 use idaas_core::batch::{self, Group, Patch, Reduced};
 use idaas_core::connector;
 use idaas_core::{
@@ -428,7 +428,8 @@ async fn run(
             for s in list {
                 let stmt = prepared(cfg, tx, statements, &s.sql, &s.what).await?;
                 let values = s.params.values();
-                let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
+                let refs: Vec<&(dyn ToSql + Sync)> =
+                    values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
                 tx.execute(&stmt, &refs).await.map_err(|e| write_error(cfg, e, &s.what))?;
                 counts.statement_rows += s.rows as u64;
             }
