@@ -20,6 +20,7 @@ pub mod sink;
 pub mod snapshot;
 pub mod source;
 pub mod types;
+pub mod wire;
 
 use crate::config::ConnectionConfig;
 use idaas_core::{Error, ErrorKind, Result, TableRef};

@@ -1,8 +1,15 @@
 //! # pgoutput
 //!
 //! A decoder for the messages of PostgreSQL's built-in logical decoding plugin `pgoutput`, protocol
-//! version 1 (the body of each `XLogData` message of a logical replication stream). It is pure: bytes in,
-//! [`Message`] out, no I/O and no knowledge of tables beyond what the messages say.
+//! versions 1 and 2 (the body of each `XLogData` message of a logical replication stream). It is pure:
+//! bytes in, [`Message`] out, no I/O and no knowledge of tables beyond what the messages say.
+//!
+//! Version 2 (PostgreSQL 14 and later, option `streaming 'on'`) adds the streaming of large in-progress
+//! transactions: a transaction's changes may come in blocks between [`Message::StreamStart`] and
+//! [`Message::StreamStop`], interleaved with other transactions, and end with [`Message::StreamCommit`] or
+//! [`Message::StreamAbort`]. Inside such a block the Relation, Type, Insert, Update, Delete, Truncate and
+//! logical messages carry the id of their (sub)transaction right after their tag: decode them with
+//! [`decode_in_stream`], and everything else with [`decode`].
 //!
 //! Tuple values stay in the form the server sent them ([`Datum`]): the text output of the column's type,
 //! SQL NULL, or "unchanged TOASTed value" (`'u'`), which the server sends instead of a large value that an
@@ -151,6 +158,41 @@ pub enum Message {
         /// The content.
         content: Vec<u8>,
     },
+    /// Start of a block of changes of an in-progress transaction (protocol version 2).
+    StreamStart {
+        /// The top-level transaction's id.
+        xid: u32,
+        /// True for the transaction's first block.
+        first_segment: bool,
+    },
+    /// End of a block of changes of an in-progress transaction.
+    StreamStop,
+    /// A streamed transaction committed: its blocks are one transaction that commits here.
+    StreamCommit {
+        /// The top-level transaction's id.
+        xid: u32,
+        /// Flags (unused, 0).
+        flags: u8,
+        /// LSN of the commit record.
+        commit_lsn: u64,
+        /// End of the commit record: the place to resume after this transaction.
+        end_lsn: u64,
+        /// Commit time, microseconds since 2000-01-01 00:00:00 UTC.
+        commit_time: i64,
+    },
+    /// A streamed transaction (`subxid == xid`) or one of its subtransactions (`ROLLBACK TO SAVEPOINT`)
+    /// aborted: drop its changes.
+    StreamAbort {
+        /// The top-level transaction's id.
+        xid: u32,
+        /// The aborted (sub)transaction's id.
+        subxid: u32,
+    },
+}
+
+/// True for the message types that carry their (sub)transaction's id after the tag inside a stream block.
+fn carries_xid(tag: u8) -> bool {
+    matches!(tag, b'R' | b'Y' | b'I' | b'U' | b'D' | b'T' | b'M')
 }
 
 struct Reader<'a> {
@@ -249,8 +291,34 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Decodes one pgoutput message (protocol version 1).
+/// Decodes one pgoutput message sent outside a stream block (protocol version 1 or 2).
 pub fn decode(data: &[u8]) -> Result<Message> {
+    Ok(decode_with(data, false)?.1)
+}
+
+/// Decodes one pgoutput message sent inside a stream block (between [`Message::StreamStart`] and
+/// [`Message::StreamStop`]), with the id of the (sub)transaction it belongs to when it carries one.
+pub fn decode_in_stream(data: &[u8]) -> Result<(Option<u32>, Message)> {
+    decode_with(data, true)
+}
+
+/// The (sub)transaction id a message inside a stream block carries after its tag, without decoding the
+/// rest; `None` for message types that carry none.
+pub fn stream_xid(data: &[u8]) -> Result<Option<u32>> {
+    match data {
+        [] => Err(Error::new(ErrorKind::Internal, "empty pgoutput message")),
+        [tag, rest @ ..] if carries_xid(*tag) => match rest {
+            [a, b, c, d, ..] => Ok(Some(u32::from_be_bytes([*a, *b, *c, *d]))),
+            _ => Err(Error::new(
+                ErrorKind::Internal,
+                format!("truncated pgoutput message 0x{tag:02x} in a stream block: xid is missing"),
+            )),
+        },
+        _ => Ok(None),
+    }
+}
+
+fn decode_with(data: &[u8], in_stream: bool) -> Result<(Option<u32>, Message)> {
     let Some((&tag, body)) = data.split_first() else {
         return Err(Error::new(ErrorKind::Internal, "empty pgoutput message"));
     };
@@ -265,17 +333,22 @@ pub fn decode(data: &[u8]) -> Result<Message> {
         b'D' => "Delete",
         b'T' => "Truncate",
         b'M' => "Message",
+        b'S' => "Stream Start",
+        b'E' => "Stream Stop",
+        b'c' => "Stream Commit",
+        b'A' => "Stream Abort",
         other => {
             return Err(Error::new(
                 ErrorKind::Internal,
                 format!(
-                    "unknown pgoutput message type 0x{other:02x}; the stream uses protocol version 1, which \
-                     does not send it"
+                    "unknown pgoutput message type 0x{other:02x}; the stream uses protocol version 1 or 2, \
+                     which do not send it"
                 ),
             ));
         }
     };
     let mut r = Reader { buf: body, what };
+    let xid = if in_stream && carries_xid(tag) { Some(r.u32("xid")?) } else { None };
     let msg = match tag {
         b'B' => Message::Begin {
             final_lsn: r.u64("final LSN")?,
@@ -357,6 +430,16 @@ pub fn decode(data: &[u8]) -> Result<Message> {
             }
             Message::Truncate { options, relations }
         }
+        b'S' => Message::StreamStart { xid: r.u32("xid")?, first_segment: r.u8("first segment flag")? == 1 },
+        b'E' => Message::StreamStop,
+        b'c' => Message::StreamCommit {
+            xid: r.u32("xid")?,
+            flags: r.u8("flags")?,
+            commit_lsn: r.u64("commit LSN")?,
+            end_lsn: r.u64("end LSN")?,
+            commit_time: r.u64("commit time")? as i64,
+        },
+        b'A' => Message::StreamAbort { xid: r.u32("xid")?, subxid: r.u32("subtransaction xid")? },
         _ => {
             let flags = r.u8("flags")?;
             let lsn = r.u64("LSN")?;
@@ -366,10 +449,10 @@ pub fn decode(data: &[u8]) -> Result<Message> {
             Message::LogicalMessage { transactional: flags & 1 == 1, lsn, prefix, content }
         }
     };
-    Ok(msg)
+    Ok((xid, msg))
 }
 
-/// Encodes a message the way the server does (protocol version 1). Used by tests of the decoder and of
+/// Encodes a message the way the server does outside a stream block. Used by tests of the decoder and of
 /// the stream's handling of messages.
 pub fn encode(msg: &Message) -> Vec<u8> {
     fn string(out: &mut Vec<u8>, s: &str) {
@@ -473,6 +556,35 @@ pub fn encode(msg: &Message) -> Vec<u8> {
             out.extend_from_slice(&(content.len() as i32).to_be_bytes());
             out.extend_from_slice(content);
         }
+        Message::StreamStart { xid, first_segment } => {
+            out.push(b'S');
+            out.extend_from_slice(&xid.to_be_bytes());
+            out.push(u8::from(*first_segment));
+        }
+        Message::StreamStop => out.push(b'E'),
+        Message::StreamCommit { xid, flags, commit_lsn, end_lsn, commit_time } => {
+            out.push(b'c');
+            out.extend_from_slice(&xid.to_be_bytes());
+            out.push(*flags);
+            out.extend_from_slice(&commit_lsn.to_be_bytes());
+            out.extend_from_slice(&end_lsn.to_be_bytes());
+            out.extend_from_slice(&commit_time.to_be_bytes());
+        }
+        Message::StreamAbort { xid, subxid } => {
+            out.push(b'A');
+            out.extend_from_slice(&xid.to_be_bytes());
+            out.extend_from_slice(&subxid.to_be_bytes());
+        }
+    }
+    out
+}
+
+/// Encodes a message the way the server does inside a stream block of (sub)transaction `xid`: the
+/// message types that carry a transaction id get it after their tag.
+pub fn encode_in_stream(xid: u32, msg: &Message) -> Vec<u8> {
+    let mut out = encode(msg);
+    if out.first().is_some_and(|t| carries_xid(*t)) {
+        out.splice(1..1, xid.to_be_bytes());
     }
     out
 }
@@ -528,7 +640,7 @@ mod tests {
         }
 
         fn message(&mut self) -> Message {
-            match self.below(10) {
+            match self.below(14) {
                 0 => Message::Begin {
                     final_lsn: self.next(),
                     commit_time: self.next() as i64,
@@ -567,6 +679,16 @@ mod tests {
                     options: self.below(4) as u8,
                     relations: (0..self.below(4)).map(|_| self.next() as u32).collect(),
                 },
+                9 => Message::StreamStart { xid: self.next() as u32, first_segment: self.below(2) == 0 },
+                10 => Message::StreamStop,
+                11 => Message::StreamCommit {
+                    xid: self.next() as u32,
+                    flags: 0,
+                    commit_lsn: self.next(),
+                    end_lsn: self.next(),
+                    commit_time: self.next() as i64,
+                },
+                12 => Message::StreamAbort { xid: self.next() as u32, subxid: self.next() as u32 },
                 _ => Message::LogicalMessage {
                     transactional: self.below(2) == 0,
                     lsn: self.next(),
@@ -589,6 +711,65 @@ mod tests {
                 assert!(decode(&bytes[..cut]).is_err(), "seed {seed}, cut at {cut} of {}", bytes.len());
             }
         }
+    }
+
+    #[test]
+    fn random_messages_in_stream_blocks_round_trip() {
+        for seed in 0..2_000u64 {
+            let mut rng = Rng(seed);
+            let msg = rng.message();
+            let xid = rng.next() as u32;
+            let bytes = encode_in_stream(xid, &msg);
+            let carries = carries_xid(bytes[0]);
+            let expected_xid = carries.then_some(xid);
+            assert_eq!(decode_in_stream(&bytes).unwrap(), (expected_xid, msg.clone()), "seed {seed}");
+            assert_eq!(stream_xid(&bytes).unwrap(), expected_xid, "seed {seed}");
+            if !carries {
+                assert_eq!(bytes, encode(&msg), "seed {seed}: only changes carry an xid");
+            }
+            for cut in 0..bytes.len() {
+                assert!(
+                    decode_in_stream(&bytes[..cut]).is_err(),
+                    "seed {seed}, cut at {cut} of {}",
+                    bytes.len()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn server_stream_messages_decode() {
+        // As PostgreSQL 15 sends them with proto_version '2', streaming 'on' for transaction 741 and its
+        // subtransaction 742.
+        assert_eq!(
+            decode(b"S\x00\x00\x02\xe5\x01").unwrap(),
+            Message::StreamStart { xid: 741, first_segment: true }
+        );
+        assert_eq!(decode(b"E").unwrap(), Message::StreamStop);
+        let insert = b"I\x00\x00\x02\xe6\x00\x00\x40\x01N\x00\x01t\x00\x00\x00\x017";
+        assert_eq!(
+            decode_in_stream(insert).unwrap(),
+            (Some(742), Message::Insert { relation: 16385, new: vec![Datum::Text(b"7".to_vec())] })
+        );
+        assert_eq!(stream_xid(insert).unwrap(), Some(742));
+        assert_eq!(
+            decode(b"A\x00\x00\x02\xe5\x00\x00\x02\xe6").unwrap(),
+            Message::StreamAbort { xid: 741, subxid: 742 }
+        );
+        let commit = b"c\x00\x00\x02\xe5\x00\x00\x00\x00\x00\x01\x5a\x3d\x48\x00\x00\x00\x00\x01\x5a\x3d\x78\
+                       \x00\x02\xb7\xa5\x4f\x6c\x3b\x80";
+        assert_eq!(
+            decode(commit).unwrap(),
+            Message::StreamCommit {
+                xid: 741,
+                flags: 0,
+                commit_lsn: 0x15A_3D48,
+                end_lsn: 0x15A_3D78,
+                commit_time: 0x2_b7a5_4f6c_3b80,
+            }
+        );
+        // Outside a stream block the same bytes read as an insert into relation 742 without its 'N'.
+        assert!(decode(insert).unwrap_err().message.contains("expected 'N'"));
     }
 
     #[test]
@@ -620,8 +801,9 @@ mod tests {
     #[test]
     fn unknown_messages_are_refused() {
         assert!(decode(b"").is_err());
-        let e = decode(b"S\x00\x00\x00\x01\x01").unwrap_err();
-        assert!(e.message.contains("unknown pgoutput message type 0x53"), "{}", e.message);
+        // Prepare (protocol version 3, two-phase commit) is never requested.
+        let e = decode(b"P\x00\x00\x00\x01\x01").unwrap_err();
+        assert!(e.message.contains("unknown pgoutput message type 0x50"), "{}", e.message);
         let e = decode(b"I\x00\x00\x40\x01X\x00\x00").unwrap_err();
         assert!(e.message.contains("expected 'N'"), "{}", e.message);
     }

@@ -1,8 +1,8 @@
 //! # Replication
 //!
-//! Streams the pipeline's logical replication slot with `pgoutput` (protocol version 1, text values) over
-//! a replication session (`pgwire-replication`), decodes each message ([`super::pgoutput`]) and turns it
-//! into [`ChangeEvent`]s:
+//! Streams the pipeline's logical replication slot with `pgoutput` (text values) over our own replication
+//! transport ([`super::wire`]), decodes each message ([`super::pgoutput`]) and turns it into
+//! [`ChangeEvent`]s:
 //!
 //! - `Begin` opens a transaction: its xid becomes the events' `txid` and its commit time their
 //!   `commit_ts_ms` (PostgreSQL logs microseconds, so the milliseconds are exact).
@@ -24,35 +24,70 @@
 //!
 //! Positions are `{"lsn": "0/16B3748"}`. The slot is confirmed (its `confirmed_flush_lsn` advanced, which
 //! lets the server recycle WAL) only up to what [`idaas_core::Source::acknowledge`] was told is durably
-//! checkpointed; the running stream reads that value from an atomic shared with the source.
+//! checkpointed; the transport's status updates read that value from an atomic shared with the source.
 //!
-//! Memory stays flat whatever the transaction size: protocol version 1 sends a transaction's changes
-//! after its commit, as a sequence of small messages, which are forwarded one by one through a bounded
-//! channel. A slow target therefore pushes back on the replication socket, and the server spills the
-//! decoded transaction to disk beyond `logical_decoding_work_mem`. (Streaming of in-progress
-//! transactions, protocol version 2, is not requested: the transport speaks version 1 only, and version 1
-//! needs no buffering on our side.)
+//! # Large transactions
+//!
+//! On PostgreSQL 14 and later the stream uses protocol version 2 with `streaming 'on'`: once a running
+//! transaction holds more than `logical_decoding_work_mem` of decoded changes, the server sends them
+//! before the commit, in blocks (`Stream Start` .. `Stream Stop`) that may be interleaved with other
+//! transactions, and ends it with `Stream Commit` or `Stream Abort`. The server then neither keeps the
+//! transaction in memory nor spills it to its own disk, and the changes travel while the transaction
+//! runs. Older servers get protocol version 1, which sends each transaction after its commit.
+//!
+//! The engine must still see whole transactions in commit order, so the changes of a streamed
+//! transaction are spooled, per top-level xid, to an anonymous temporary file (the raw pgoutput messages
+//! behind a length, through a buffered writer: memory stays flat whatever the transaction's size). The
+//! file offset of each subtransaction's first change is recorded; a `Stream Abort` of a subtransaction
+//! (`ROLLBACK TO SAVEPOINT`) truncates the file there and forgets the subtransactions that came after it
+//! (nested in it or later, as changes arrive in WAL order), and an abort of the whole transaction drops
+//! the file. (The server sends the table's Relation message again after any stream abort, so truncating
+//! one away loses nothing.) At `Stream Commit` the file is replayed through exactly the path of a
+//! transaction sent at commit: its xid and commit time, Relation messages as schema changes, the rows at
+//! the commit LSN, then the commit at the end LSN. Transactions that commit while a large one is still
+//! being streamed are sent whole, between its blocks, and reach the engine first, as they committed
+//! first. Since nothing is forwarded before the commit, memory between the socket and the engine stays
+//! bounded by [`CHANNEL_CAPACITY`], and a slow target pushes back on the socket as before.
+//!
+//! Heartbeats go on between the blocks of a streamed transaction, but never inside a block or inside a
+//! transaction sent at commit. That is safe for three reasons:
+//! - a keepalive's WAL position is where the server's decoding has read to, and it is sent before the
+//!   record being decoded produces its output: a transaction whose commit record is at or after a
+//!   heartbeat's position has not been sent in full before it, and one that committed before it has;
+//! - when the stream resumes at a position `P`, the server decodes from the slot's `restart_lsn` and sends
+//!   every transaction whose commit comes at or after `P`, in full; it keeps `restart_lsn` at or before
+//!   the start of the oldest transaction still open at the slot's confirmed position, so a checkpoint
+//!   taken while a streamed transaction is open never lets WAL it needs be recycled;
+//! - the spool lives only in this process: after a restart nothing half-streamed is left over, and the
+//!   server streams the open transaction again from its first change.
+//!
+//! So a streamed transaction that commits after the checkpoint a pipeline restarts from is delivered in
+//! full, once, and one that committed before it is not delivered again.
 //!
 //! # Errors
 //! A lost connection or a server restart ends the stream with [`ErrorKind::Unreachable`]; the engine
 //! reconnects from its last checkpoint. A slot that is gone or invalidated is [`ErrorKind::PositionLost`].
 //! A value that cannot be carried (see [`super::types`]) stops the stream with [`ErrorKind::Unsupported`]
-//! naming the table and column.
+//! naming the table and column. A spool file that cannot be written (the temporary directory is full) is
+//! [`ErrorKind::Internal`] and says where.
 
 use super::pgoutput::{self, Datum, Message, OldKind, Relation};
 use super::schema::{self, Described};
 use super::types::{self, PgType, TypeCache};
+use super::wire::{self, ReplicationStream, ServerError, WireError};
 use super::{Pg, classify, quote_table};
 use crate::config::ConnectionConfig;
 use idaas_core::{
     ChangeEvent, ChangeStream, Error, ErrorKind, Op, Position, Result, Row, SourceInfo, TableRef,
     TableSchema, Value,
 };
-use pgwire_replication::{Lsn, PgWireError, ReplicationClient, ReplicationConfig, ReplicationEvent};
+use pgwire_replication::{Lsn, PgWireError, ReplicationConfig};
 use secrecy::ExposeSecret;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_postgres::Client;
@@ -64,18 +99,23 @@ pub const CHANNEL_CAPACITY: usize = 16_384;
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 /// Microseconds between 1970-01-01 and PostgreSQL's epoch, 2000-01-01.
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
-/// Session settings of the replication session: the text formats [`super::types`] reads.
-const REPLICATION_OPTIONS: &str = "-c DateStyle=ISO,YMD -c IntervalStyle=iso_8601 -c TimeZone=UTC \
-                                   -c extra_float_digits=3 -c bytea_output=hex";
+/// Buffer of a spool file's writer and reader.
+const SPOOL_BUFFER: usize = 256 * 1024;
 
 /// Formats an LSN as PostgreSQL prints it (`16/B374D848`).
 pub fn format_lsn(lsn: u64) -> String {
-    Lsn(lsn).to_string()
+    format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF)
 }
 
-/// Parses `16/B374D848`.
+/// Parses `16/B374D848` (two groups of one to eight hexadecimal digits).
 pub fn parse_lsn(s: &str) -> Option<u64> {
-    Lsn::parse(s.trim()).ok().map(|l| l.0)
+    let (hi, lo) = s.trim().split_once('/')?;
+    let part = |p: &str| {
+        (!p.is_empty() && p.len() <= 8 && p.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| u32::from_str_radix(p, 16).ok())
+            .flatten()
+    };
+    Some((u64::from(part(hi)?) << 32) | u64::from(part(lo)?))
 }
 
 /// The position `{"lsn": "..."}`.
@@ -159,7 +199,8 @@ pub fn usable(cfg: &ConnectionConfig, info: &SlotInfo) -> Result<()> {
     Ok(())
 }
 
-/// The replication session's settings for `slot`, starting at `start`.
+/// The settings of a `pgwire-replication` session for `slot`, starting at `start`: used by the initial
+/// load to create the slot with an exported snapshot, until that moves to [`wire::Session`].
 pub fn replication_config(pg: &Pg, slot: &str, publication: &str, start: u64) -> ReplicationConfig {
     let cfg = pg.config();
     ReplicationConfig::new(
@@ -176,31 +217,47 @@ pub fn replication_config(pg: &Pg, slot: &str, publication: &str, start: u64) ->
     .with_status_interval(Duration::from_secs(1))
     .with_wakeup_interval(Duration::from_secs(10))
     .with_buffer_size(256)
-    .with_options(REPLICATION_OPTIONS)
+    .with_options(wire::REPLICATION_OPTIONS)
     .with_application_name("idaas")
 }
 
-fn sqlstate(message: &str) -> Option<&str> {
-    let at = message.rfind("(SQLSTATE ")?;
-    message.get(at + 10..at + 15)
+impl From<PgWireError> for WireError {
+    fn from(e: PgWireError) -> WireError {
+        match e {
+            PgWireError::Io(io) => WireError::Io(std::io::Error::new(io.kind(), io.to_string())),
+            PgWireError::Tls(m) => WireError::Io(std::io::Error::other(m)),
+            PgWireError::Auth(m) => WireError::Auth(m),
+            PgWireError::Server(m) => {
+                let (message, code) = match m.rfind(" (SQLSTATE ") {
+                    Some(at) => (m[..at].to_string(), m[at + 11..].trim_end_matches(')').to_string()),
+                    None => (m, String::new()),
+                };
+                WireError::Server(ServerError { severity: "ERROR".into(), code, message, detail: None })
+            }
+            PgWireError::Internal(m) if m.contains("already joined") => WireError::Ended,
+            other => WireError::Protocol(other.to_string()),
+        }
+    }
 }
 
-/// Maps a replication-session error to an [`Error`]. `what` names the operation.
-pub fn wire_error(cfg: &ConnectionConfig, e: PgWireError, what: &str) -> Error {
+/// Maps a replication-session error to an [`Error`] that names the connection (never the password).
+/// `what` names the operation.
+pub fn wire_error(cfg: &ConnectionConfig, e: impl Into<WireError>, what: &str) -> Error {
+    let e = e.into();
     let who = format!("connection '{}' ({}:{})", cfg.alias, cfg.host, cfg.port);
     let (kind, msg) = match &e {
-        PgWireError::Io(_) | PgWireError::Tls(_) => (
+        WireError::Io(_) => (
             ErrorKind::Unreachable,
             format!(
                 "{who}: cannot reach the server or the connection was lost during {what}; check that it runs and listens"
             ),
         ),
-        PgWireError::Auth(m) => {
+        WireError::Auth(m) => {
             (ErrorKind::AuthFailed, format!("{who}: authentication failed for user '{}': {m}", cfg.user))
         }
-        PgWireError::Server(m) => {
-            let code = sqlstate(m).unwrap_or("");
-            match code {
+        WireError::Server(server) => {
+            let m = server.to_string();
+            match server.code.as_str() {
                 "28P01" | "28000" => (
                     ErrorKind::AuthFailed,
                     format!("{who}: the server refused a replication session for user '{}': {m}", cfg.user),
@@ -234,11 +291,11 @@ pub fn wire_error(cfg: &ConnectionConfig, e: PgWireError, what: &str) -> Error {
                 _ => (ErrorKind::Internal, format!("{who}: server error during {what}: {m}")),
             }
         }
-        // The session's worker ended while the reader waited for something else.
-        PgWireError::Internal(m) if m.contains("already joined") => {
+        // The server ended the session while the reader waited for something else.
+        WireError::Ended => {
             (ErrorKind::Unreachable, format!("{who}: the replication session ended during {what}"))
         }
-        _ => (ErrorKind::Internal, format!("{who}: replication failure during {what}")),
+        WireError::Protocol(_) => (ErrorKind::Internal, format!("{who}: replication failure during {what}")),
     };
     Error::with_cause(kind, msg, e)
 }
@@ -378,11 +435,12 @@ pub async fn stream(
             ));
         }
     }
-    let mut client = ReplicationClient::connect(replication_config(&pg, &slot, &publication, start))
-        .await
-        .map_err(|e| wire_error(&cfg, e, "start replication"))?;
-    match tokio::time::timeout(Duration::from_secs(30), client.wait_started()).await {
-        Ok(Ok(())) => {}
+    let started = async {
+        let session = wire::Session::connect(&pg).await?;
+        session.start_replication(&slot, &publication, start, handle.acked.clone()).await
+    };
+    let replication = match tokio::time::timeout(Duration::from_secs(30), started).await {
+        Ok(Ok(r)) => r,
         Ok(Err(e)) => return Err(wire_error(&cfg, e, "start replication")),
         Err(_) => {
             return Err(Error::new(
@@ -390,9 +448,13 @@ pub async fn stream(
                 format!("connection '{}': the server did not start replication within 30 s", cfg.alias),
             ));
         }
-    }
-    client.update_applied_lsn(Lsn(handle.acked.load(Ordering::Acquire)));
-    tracing::info!(slot = %slot, from = %format_lsn(start), "logical replication started");
+    };
+    tracing::info!(
+        slot = %slot,
+        from = %format_lsn(start),
+        protocol_version = replication.protocol_version(),
+        "logical replication started"
+    );
     let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
     let reader = Reader {
         pg,
@@ -401,12 +463,14 @@ pub async fn stream(
         schemas: tables.into_iter().map(|s| (s.table.clone(), Arc::new(s))).collect(),
         relations: HashMap::new(),
         txn: None,
+        block: None,
+        spools: HashMap::new(),
         last: start,
         heartbeat_at: None,
     };
     tokio::spawn(async move {
         let tx2 = tx.clone();
-        if let Err(e) = reader.run(client, &tx, handle).await {
+        if let Err(e) = reader.run(replication, &tx, handle.stop).await {
             let _ = tx2.send(Err(e)).await;
         }
     });
@@ -443,6 +507,100 @@ struct Txn {
     commit_ts_ms: i64,
 }
 
+/// The changes of a streamed transaction that has not committed yet, in a temporary file: each pgoutput
+/// message (as received, with its xid) behind its length as a little-endian `u32`.
+struct Spool {
+    /// The top-level transaction.
+    xid: u32,
+    file: BufWriter<File>,
+    /// Bytes written.
+    len: u64,
+    /// Subtransactions in the order of their first change, with the offset of that change.
+    subxacts: Vec<(u32, u64)>,
+    /// Index of each subtransaction in `subxacts`.
+    index: HashMap<u32, usize>,
+}
+
+impl Spool {
+    fn new(xid: u32) -> std::io::Result<Spool> {
+        let file = tempfile::tempfile()?;
+        Ok(Spool {
+            xid,
+            file: BufWriter::with_capacity(SPOOL_BUFFER, file),
+            len: 0,
+            subxacts: Vec::new(),
+            index: HashMap::new(),
+        })
+    }
+
+    /// Appends a change of (sub)transaction `xid`.
+    fn write(&mut self, xid: u32, msg: &[u8]) -> std::io::Result<()> {
+        if xid != self.xid && !self.index.contains_key(&xid) {
+            self.index.insert(xid, self.subxacts.len());
+            self.subxacts.push((xid, self.len));
+        }
+        let len = u32::try_from(msg.len()).map_err(|_| std::io::Error::other("message larger than 4 GiB"))?;
+        self.file.write_all(&len.to_le_bytes())?;
+        self.file.write_all(msg)?;
+        self.len += 4 + u64::from(len);
+        Ok(())
+    }
+
+    /// Drops the changes of subtransaction `subxid` and of every subtransaction that came after it.
+    fn abort(&mut self, subxid: u32) -> std::io::Result<()> {
+        let Some(&at) = self.index.get(&subxid) else { return Ok(()) };
+        let offset = self.subxacts[at].1;
+        for (x, _) in self.subxacts.drain(at..) {
+            self.index.remove(&x);
+        }
+        self.file.flush()?;
+        self.file.get_mut().set_len(offset)?;
+        self.file.seek(SeekFrom::Start(offset))?;
+        self.len = offset;
+        Ok(())
+    }
+
+    /// The spooled messages, from the first.
+    fn replay(self) -> std::io::Result<SpoolReader> {
+        let mut file = self.file.into_inner().map_err(|e| e.into_error())?;
+        file.seek(SeekFrom::Start(0))?;
+        Ok(SpoolReader { file: BufReader::with_capacity(SPOOL_BUFFER, file), buf: Vec::new() })
+    }
+}
+
+struct SpoolReader {
+    file: BufReader<File>,
+    buf: Vec<u8>,
+}
+
+impl SpoolReader {
+    /// The next message, `None` at the end.
+    fn next(&mut self) -> std::io::Result<Option<&[u8]>> {
+        let mut len = [0u8; 4];
+        match self.file.read_exact(&mut len) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        self.buf.resize(u32::from_le_bytes(len) as usize, 0);
+        self.file.read_exact(&mut self.buf)?;
+        Ok(Some(&self.buf))
+    }
+}
+
+fn spool_error(cfg: &ConnectionConfig, xid: u32, e: std::io::Error) -> Error {
+    Error::with_cause(
+        ErrorKind::Internal,
+        format!(
+            "connection '{}': cannot use the temporary file that holds the changes of streamed transaction {xid} \
+             in {}; make room there or point TMPDIR to a larger file system",
+            cfg.alias,
+            std::env::temp_dir().display()
+        ),
+        e,
+    )
+}
+
 type Tx = mpsc::Sender<Result<ChangeEvent>>;
 
 struct Reader {
@@ -452,6 +610,10 @@ struct Reader {
     schemas: HashMap<TableRef, Arc<TableSchema>>,
     relations: HashMap<u32, RelInfo>,
     txn: Option<Txn>,
+    /// The transaction whose stream block is open (between Stream Start and Stream Stop).
+    block: Option<u32>,
+    /// The changes of streamed transactions, by top-level xid.
+    spools: HashMap<u32, Spool>,
     /// The last position emitted (commit or heartbeat).
     last: u64,
     /// When the last heartbeat was emitted.
@@ -471,8 +633,12 @@ impl Reader {
         self.pg.config()
     }
 
-    async fn run(mut self, mut client: ReplicationClient, tx: &Tx, handle: StreamHandle) -> Result<()> {
-        let StreamHandle { acked, mut stop } = handle;
+    async fn run(
+        mut self,
+        mut replication: ReplicationStream,
+        tx: &Tx,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<()> {
         // Resolves once the source is released; never when the source is dropped without that.
         let released = async move {
             loop {
@@ -485,31 +651,21 @@ impl Reader {
             }
         };
         tokio::pin!(released);
-        let mut tick = tokio::time::interval(Duration::from_millis(250));
         loop {
-            client.update_applied_lsn(Lsn(acked.load(Ordering::Acquire)));
-            let ev = tokio::select! {
+            // What is buffered is handled without waiting; the stop conditions are looked at whenever
+            // the reader would wait for the socket.
+            let buffered = replication.buffered().map_err(|e| wire_error(self.cfg(), e, "replication"))?;
+            if let Some(ev) = buffered {
+                self.event(ev, tx).await?;
+                continue;
+            }
+            tokio::select! {
                 biased;
-                ev = client.recv() => ev,
-                _ = tick.tick() => continue,
                 _ = &mut released => {
-                    client.stop();
                     return Err(Error::new(ErrorKind::Unreachable, "the pipeline's replication was released"));
                 }
-                _ = tx.closed() => {
-                    client.stop();
-                    return Ok(());
-                }
-            };
-            match ev {
-                Ok(Some(ev)) => self.event(ev, tx).await?,
-                Ok(None) => {
-                    return Err(Error::new(
-                        ErrorKind::Unreachable,
-                        format!("connection '{}': the server ended the replication stream", self.cfg().alias),
-                    ));
-                }
-                Err(e) => return Err(wire_error(self.cfg(), e, "replication")),
+                _ = tx.closed() => return Ok(()),
+                read = replication.fill() => read.map_err(|e| wire_error(self.cfg(), e, "replication"))?,
             }
         }
     }
@@ -526,40 +682,23 @@ impl Reader {
         }
     }
 
-    async fn event(&mut self, ev: ReplicationEvent, tx: &Tx) -> Result<()> {
+    async fn event(&mut self, ev: wire::Event, tx: &Tx) -> Result<()> {
         match ev {
-            ReplicationEvent::Begin { final_lsn, xid, commit_time_micros } => {
-                self.begin(final_lsn.0, xid, commit_time_micros);
-            }
-            ReplicationEvent::Commit { end_lsn, commit_time_micros, .. } => {
-                self.commit(end_lsn.0, commit_time_micros, tx).await?;
-            }
-            ReplicationEvent::XLogData { data, .. } => match pgoutput::decode(&data)? {
-                Message::Begin { final_lsn, commit_time, xid } => self.begin(final_lsn, xid, commit_time),
-                Message::Commit { end_lsn, commit_time, .. } => self.commit(end_lsn, commit_time, tx).await?,
-                Message::Relation(rel) => self.relation(rel, tx).await?,
-                Message::Insert { relation, new } => {
-                    self.row(tx, Op::Insert, relation, None, Some(new)).await?
-                }
-                Message::Update { relation, old, new } => {
-                    self.row(tx, Op::Update, relation, old, Some(new)).await?;
-                }
-                Message::Delete { relation, old } => {
-                    self.row(tx, Op::Delete, relation, Some(old), None).await?
-                }
-                Message::Truncate { relations, .. } => self.truncate(relations, tx).await?,
-                Message::Type { .. } | Message::Origin { .. } | Message::LogicalMessage { .. } => {}
+            wire::Event::XLogData { data, .. } => match self.block {
+                Some(xid) => self.in_block(xid, &data),
+                None => self.message(pgoutput::decode(&data)?, tx).await,
             },
-            ReplicationEvent::KeepAlive { wal_end, .. } => {
+            wire::Event::KeepAlive { wal_end, .. } => {
                 // The server sends a keepalive whenever it waits for WAL and our confirmed position lags: at
-                // most one heartbeat a second is enough to move the checkpoint.
+                // most one heartbeat a second is enough to move the checkpoint. Never inside a transaction
+                // or a stream block (see "Large transactions" above).
                 let due = self.heartbeat_at.is_none_or(|at| at.elapsed() >= HEARTBEAT_INTERVAL);
-                if self.txn.is_none() && wal_end.0 > self.last && due {
-                    self.last = wal_end.0;
+                if self.txn.is_none() && self.block.is_none() && wal_end > self.last && due {
+                    self.last = wal_end;
                     self.heartbeat_at = Some(std::time::Instant::now());
                     let ev = ChangeEvent {
                         op: Op::Heartbeat,
-                        source: self.info(None, wal_end.0, false),
+                        source: self.info(None, wal_end, false),
                         before: None,
                         after: None,
                         schema: None,
@@ -567,10 +706,107 @@ impl Reader {
                     };
                     send(tx, ev).await?;
                 }
+                Ok(())
             }
-            ReplicationEvent::Message { .. } | ReplicationEvent::StoppedAt { .. } => {}
+        }
+    }
+
+    /// A message outside stream blocks.
+    async fn message(&mut self, msg: Message, tx: &Tx) -> Result<()> {
+        match msg {
+            Message::Begin { final_lsn, commit_time, xid } => self.begin(final_lsn, xid, commit_time),
+            Message::Commit { end_lsn, commit_time, .. } => self.commit(end_lsn, commit_time, tx).await?,
+            Message::StreamStart { xid, first_segment } => {
+                if first_segment {
+                    let spool = Spool::new(xid).map_err(|e| spool_error(self.cfg(), xid, e))?;
+                    self.spools.insert(xid, spool);
+                } else if !self.spools.contains_key(&xid) {
+                    return Err(Error::internal(format!(
+                        "the server continued streamed transaction {xid}, whose start this session did not see"
+                    )));
+                }
+                self.block = Some(xid);
+            }
+            Message::StreamStop => {
+                return Err(Error::internal("pgoutput Stream Stop outside a stream block"));
+            }
+            Message::StreamAbort { xid, subxid } => {
+                if xid == subxid {
+                    self.spools.remove(&xid);
+                } else if let Some(spool) = self.spools.get_mut(&xid) {
+                    spool.abort(subxid).map_err(|e| spool_error(self.pg.config(), xid, e))?;
+                }
+            }
+            Message::StreamCommit { xid, commit_lsn, end_lsn, commit_time, .. } => {
+                self.replay(xid, commit_lsn, end_lsn, commit_time, tx).await?;
+            }
+            change => self.change(change, tx).await?,
         }
         Ok(())
+    }
+
+    /// A change of the open transaction, sent at its commit or replayed from its spool.
+    async fn change(&mut self, msg: Message, tx: &Tx) -> Result<()> {
+        match msg {
+            Message::Relation(rel) => self.relation(rel, tx).await,
+            Message::Insert { relation, new } => self.row(tx, Op::Insert, relation, None, Some(new)).await,
+            Message::Update { relation, old, new } => {
+                self.row(tx, Op::Update, relation, old, Some(new)).await
+            }
+            Message::Delete { relation, old } => self.row(tx, Op::Delete, relation, Some(old), None).await,
+            Message::Truncate { relations, .. } => self.truncate(relations, tx).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// A message inside the stream block of transaction `xid`: changes are spooled.
+    fn in_block(&mut self, xid: u32, data: &[u8]) -> Result<()> {
+        let Some(&tag) = data.first() else { return Err(Error::internal("empty pgoutput message")) };
+        match tag {
+            b'R' | b'I' | b'U' | b'D' | b'T' => {
+                let sub = pgoutput::stream_xid(data)?.unwrap_or(xid);
+                let spool = self
+                    .spools
+                    .get_mut(&xid)
+                    .ok_or_else(|| Error::internal(format!("no spool for streamed transaction {xid}")))?;
+                spool.write(sub, data).map_err(|e| spool_error(self.pg.config(), xid, e))
+            }
+            b'E' => {
+                self.block = None;
+                Ok(())
+            }
+            // Types, logical messages and origins are not carried.
+            b'Y' | b'M' | b'O' => Ok(()),
+            _ => {
+                let (_, msg) = pgoutput::decode_in_stream(data)?;
+                Err(Error::internal(format!("unexpected pgoutput message inside a stream block: {msg:?}")))
+            }
+        }
+    }
+
+    /// Delivers streamed transaction `xid`, which committed, as one transaction.
+    async fn replay(
+        &mut self,
+        xid: u32,
+        commit_lsn: u64,
+        end_lsn: u64,
+        commit_time: i64,
+        tx: &Tx,
+    ) -> Result<()> {
+        self.begin(commit_lsn, xid, commit_time);
+        if let Some(spool) = self.spools.remove(&xid) {
+            tracing::debug!(xid, bytes = spool.len, "streamed transaction committed");
+            let mut reader = spool.replay().map_err(|e| spool_error(self.cfg(), xid, e))?;
+            loop {
+                let msg = match reader.next() {
+                    Ok(Some(data)) => pgoutput::decode_in_stream(data)?.1,
+                    Ok(None) => break,
+                    Err(e) => return Err(spool_error(self.cfg(), xid, e)),
+                };
+                self.change(msg, tx).await?;
+            }
+        }
+        self.commit(end_lsn, commit_time, tx).await
     }
 
     fn begin(&mut self, final_lsn: u64, xid: u32, commit_time: i64) {
@@ -844,12 +1080,18 @@ mod tests {
         assert_eq!(p.0, serde_json::json!({"lsn": "16/B374D848"}));
         assert_eq!(position_lsn(&p).unwrap(), 0x16_B374_D848);
         assert_eq!(parse_lsn("0/0"), Some(0));
+        assert_eq!(parse_lsn(" 0/16b3748\n"), Some(0x16B_3748));
+        assert_eq!(parse_lsn("FFFFFFFF/FFFFFFFF"), Some(u64::MAX));
+        assert_eq!(format_lsn(u64::MAX), "FFFFFFFF/FFFFFFFF");
+        assert_eq!(format_lsn(0x16B_3748), "0/16B3748");
+        for bad in ["", "/", "0/", "/0", "1/2/3", "x/0", "100000000/0", "0/-1", "+1/0", "0 /1"] {
+            assert_eq!(parse_lsn(bad), None, "{bad:?}");
+        }
         assert!(position_lsn(&Position(serde_json::json!({"file": "x", "pos": 4}))).is_err());
     }
 
-    #[test]
-    fn server_errors_are_classified() {
-        let cfg = ConnectionConfig {
+    fn cfg() -> ConnectionConfig {
+        ConnectionConfig {
             alias: "pg".into(),
             kind: crate::ConnectorKind::Postgres,
             host: "h".into(),
@@ -857,31 +1099,96 @@ mod tests {
             user: "u".into(),
             password: secrecy::SecretString::from("pw".to_string()),
             database: None,
+        }
+    }
+
+    #[test]
+    fn server_errors_are_classified() {
+        let cfg = cfg();
+        let server = |code: &str, m: &str| {
+            let e =
+                ServerError { severity: "ERROR".into(), code: code.into(), message: m.into(), detail: None };
+            wire_error(&cfg, WireError::Server(e), "replication").kind
         };
-        let server = |m: &str| wire_error(&cfg, PgWireError::Server(m.into()), "replication").kind;
         assert_eq!(
-            server("replication slot \"idaas_p\" is active for PID 42 (SQLSTATE 55006)"),
+            server("55006", "replication slot \"idaas_p\" is active for PID 42"),
+            ErrorKind::Unreachable
+        );
+        assert_eq!(server("42704", "replication slot \"idaas_p\" does not exist"), ErrorKind::PositionLost);
+        assert_eq!(server("42501", "must be superuser or replication role"), ErrorKind::PermissionDenied);
+        assert_eq!(
+            server("57P01", "terminating connection due to administrator command"),
             ErrorKind::Unreachable
         );
         assert_eq!(
-            server("replication slot \"idaas_p\" does not exist (SQLSTATE 42704)"),
-            ErrorKind::PositionLost
-        );
-        assert_eq!(
-            server("must be superuser or replication role (SQLSTATE 42501)"),
-            ErrorKind::PermissionDenied
-        );
-        assert_eq!(
-            server("terminating connection due to administrator command (SQLSTATE 57P01)"),
-            ErrorKind::Unreachable
-        );
-        assert_eq!(
-            server("logical decoding requires wal_level >= logical (SQLSTATE 55000)"),
+            server("55000", "logical decoding requires wal_level >= logical"),
             ErrorKind::SourceConfig
         );
+        assert_eq!(
+            server(
+                "55000",
+                "cannot read from logical replication slot \"s\": this slot has been invalidated"
+            ),
+            ErrorKind::PositionLost
+        );
+        assert_eq!(server("28P01", "password authentication failed for user \"u\""), ErrorKind::AuthFailed);
+        assert_eq!(server("08P01", "invalid message"), ErrorKind::Unreachable);
+        assert_eq!(server("XX000", "oops"), ErrorKind::Internal);
+        let io = WireError::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert_eq!(wire_error(&cfg, io, "replication").kind, ErrorKind::Unreachable);
+        assert_eq!(wire_error(&cfg, WireError::Ended, "replication").kind, ErrorKind::Unreachable);
+        assert_eq!(wire_error(&cfg, WireError::Auth("no".into()), "replication").kind, ErrorKind::AuthFailed);
+        assert_eq!(
+            wire_error(&cfg, WireError::Protocol("?".into()), "replication").kind,
+            ErrorKind::Internal
+        );
+        let e = wire_error(&cfg, PgWireError::Server("x (SQLSTATE 55006)".into()), "replication");
+        assert_eq!(e.kind, ErrorKind::Unreachable);
+        assert!(e.message.starts_with("connection 'pg' (h:5432): x (SQLSTATE 55006)"), "{}", e.message);
+        assert!(!e.message.contains("pw"));
         let io = PgWireError::Io(Arc::new(std::io::Error::other("reset")));
         assert_eq!(wire_error(&cfg, io, "replication").kind, ErrorKind::Unreachable);
-        let e = wire_error(&cfg, PgWireError::Server("x (SQLSTATE 55006)".into()), "replication");
-        assert!(!e.message.contains("pw"));
+    }
+
+    fn spooled(spool: Spool) -> Vec<Vec<u8>> {
+        let mut reader = spool.replay().unwrap();
+        let mut out = Vec::new();
+        while let Some(m) = reader.next().unwrap() {
+            out.push(m.to_vec());
+        }
+        out
+    }
+
+    #[test]
+    fn a_spool_drops_rolled_back_subtransactions() {
+        // BEGIN (xid 10); INSERT; SAVEPOINT a; INSERT (11); SAVEPOINT b; INSERT (12); ROLLBACK TO b;
+        // INSERT (11); RELEASE a; INSERT; SAVEPOINT c; INSERT (13); ROLLBACK TO c; INSERT.
+        let mut spool = Spool::new(10).unwrap();
+        spool.write(10, b"top 1").unwrap();
+        spool.write(11, b"a 1").unwrap();
+        spool.write(12, b"b 1").unwrap();
+        spool.abort(12).unwrap();
+        spool.write(11, b"a 2").unwrap();
+        spool.write(10, b"top 2").unwrap();
+        spool.write(13, b"c 1").unwrap();
+        spool.abort(13).unwrap();
+        spool.write(10, b"top 3").unwrap();
+        // A subtransaction without changes here: nothing to drop.
+        spool.abort(99).unwrap();
+        assert_eq!((spool.len, spool.subxacts.clone()), (41, vec![(11, 9)]));
+        let kept: Vec<Vec<u8>> =
+            [&b"top 1"[..], b"a 1", b"a 2", b"top 2", b"top 3"].iter().map(|b| b.to_vec()).collect();
+        assert_eq!(spooled(spool), kept);
+
+        // ROLLBACK TO a, with b nested in it: the changes of both go, the top level's stay.
+        let mut spool = Spool::new(10).unwrap();
+        spool.write(10, b"top").unwrap();
+        spool.write(11, b"a 1").unwrap();
+        spool.write(12, b"b 1").unwrap();
+        spool.abort(11).unwrap();
+        assert!(spool.subxacts.is_empty() && spool.index.is_empty());
+        // Larger than the writer's buffer.
+        spool.write(14, &[7; 300_000]).unwrap();
+        assert_eq!(spooled(spool), vec![b"top".to_vec(), vec![7; 300_000]]);
     }
 }

@@ -25,13 +25,13 @@ use super::replication::{self, StreamHandle, position_lsn};
 use super::schema::{self, Described};
 use super::snapshot::PgSnapshot;
 use super::types::TypeCache;
+use super::wire;
 use super::{Pg, classify, quote_ident, quote_table};
 use async_trait::async_trait;
 use idaas_core::{
     ChangeStream, CheckItem, CheckReport, Error, ErrorKind, Position, Result, SnapshotReader, Source,
     TableRef, TableSchema,
 };
-use pgwire_replication::ReplicationClient;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -329,10 +329,8 @@ pub async fn check_source(pg: &Pg, slot: Option<&str>, tables: &[TableRef]) -> R
 async fn replication_session(pg: &Pg) -> CheckItem {
     let name = "replication connection";
     let attempt = async {
-        let mut c =
-            ReplicationClient::connect_gated(replication::replication_config(pg, "unused", "unused", 0))
-                .await?;
-        c.identify_system().await
+        let mut session = wire::Session::connect(pg).await?;
+        session.simple_query("IDENTIFY_SYSTEM").await
     };
     match tokio::time::timeout(Duration::from_secs(10), attempt).await {
         Ok(Ok(_)) => item(name, true, "the server accepts a replication session"),
