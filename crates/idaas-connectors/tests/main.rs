@@ -2,3 +2,4 @@
 
 mod pg_sink;
 mod pg_source;
+mod pg_stream;

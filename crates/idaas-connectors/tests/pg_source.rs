@@ -26,16 +26,16 @@ fn pg_as(server: &Postgres, user: &str, password: &str) -> Pg {
     .unwrap()
 }
 
-fn pg(server: &Postgres) -> Pg {
+pub(crate) fn pg(server: &Postgres) -> Pg {
     pg_as(server, server.user(), server.password())
 }
 
-fn t(name: &str) -> TableRef {
+pub(crate) fn t(name: &str) -> TableRef {
     TableRef::new("public", name)
 }
 
 /// Reads events until `commits` commit events came (heartbeats are skipped); panics after 60 s.
-async fn until_commits(stream: &mut ChangeStream, commits: usize) -> Vec<ChangeEvent> {
+pub(crate) async fn until_commits(stream: &mut ChangeStream, commits: usize) -> Vec<ChangeEvent> {
     let mut out = Vec::new();
     let mut seen = 0;
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -56,16 +56,16 @@ async fn until_commits(stream: &mut ChangeStream, commits: usize) -> Vec<ChangeE
     out
 }
 
-fn ops(events: &[ChangeEvent]) -> Vec<Op> {
+pub(crate) fn ops(events: &[ChangeEvent]) -> Vec<Op> {
     events.iter().map(|e| e.op).collect()
 }
 
-fn lsn_of(p: &Position) -> String {
+pub(crate) fn lsn_of(p: &Position) -> String {
     p.0["lsn"].as_str().unwrap().to_string()
 }
 
 /// The slot's confirmed position compared with `lsn`: true when it has reached it.
-fn confirmed_reached(server: &Postgres, slot: &str, lsn: &str) -> bool {
+pub(crate) fn confirmed_reached(server: &Postgres, slot: &str, lsn: &str) -> bool {
     server
         .sql(&format!(
             "SELECT confirmed_flush_lsn >= '{lsn}'::pg_lsn FROM pg_replication_slots WHERE slot_name = '{slot}'"
