@@ -4,7 +4,7 @@
 
 use crate::common::*;
 use idaas_engine::{ConnectionSpec, DdlPolicy, Engine, PipelineSpec, SyncMode, TableSpec};
-use idaas_testkit::{MariaDb, Postgres, crm};
+use idaas_testkit::{MariaDb, Postgres, PostgresOptions, crm};
 use std::time::{Duration, Instant};
 
 fn pg_spec(alias: &str, pg: &Postgres) -> ConnectionSpec {
@@ -352,5 +352,62 @@ async fn a_200000_row_postgres_transaction_streams_through() {
     let b = target.sql("SELECT md5(string_agg(v, ',' ORDER BY id)) FROM big_copy").unwrap();
     assert_eq!(a, b);
     assert!(engine.pipeline_stats("p").unwrap().cdc_events >= 200_000);
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_transaction_streamed_before_its_commit_reaches_the_target_whole() {
+    // With 64 kB of logical decoding memory the server streams the transaction while it runs
+    // (pgoutput protocol version 2); the target must still get it whole, without its rolled-back part.
+    let source = Postgres::start_with(PostgresOptions {
+        extra_conf: vec![("logical_decoding_work_mem".into(), "64kB".into())],
+        ..Default::default()
+    })
+    .unwrap();
+    let target = Postgres::start().unwrap();
+    source
+        .sql("CREATE TABLE big (id bigint PRIMARY KEY, v text); INSERT INTO big VALUES (0, 'loaded')")
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path()).await;
+    engine.create_connection(pg_spec("src", &source)).await.unwrap();
+    engine.create_connection(pg_spec("tgt", &target)).await.unwrap();
+    engine.create_pipeline(spec("big", "big_copy")).await.unwrap();
+    let start = Instant::now();
+    while !engine.pipeline_stats("p").unwrap().snapshot.iter().any(|t| t.done) {
+        assert!(start.elapsed() < Duration::from_secs(60), "initial load did not finish");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    source
+        .sql(
+            "BEGIN;
+             INSERT INTO big SELECT g, 'row ' || g FROM generate_series(1, 30000) g;
+             SAVEPOINT s;
+             UPDATE big SET v = 'rolled back' WHERE id <= 1000;
+             DELETE FROM big WHERE id > 20000;
+             ROLLBACK TO SAVEPOINT s;
+             UPDATE big SET v = 'kept' WHERE id % 1000 = 0;
+             DELETE FROM big WHERE id = 0;
+             COMMIT;",
+        )
+        .unwrap();
+    let digest = "SELECT count(*), md5(string_agg(id || ':' || v, ',' ORDER BY id)) FROM ";
+    let expected = source.sql(&format!("{digest} big")).unwrap();
+    let start = Instant::now();
+    loop {
+        if target.sql(&format!("{digest} big_copy")).unwrap_or_default() == expected {
+            break;
+        }
+        let s = engine.pipeline_stats("p").unwrap();
+        assert_ne!(s.status, "failed", "{:?}", s.last_error);
+        assert!(start.elapsed() < Duration::from_secs(180), "the target did not reach the source's state");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // 30,000 inserts, 31 updates (ids 0, 1000, ..., 30000) and one delete: once each, and nothing of the
+    // savepoint.
+    assert_eq!(engine.pipeline_stats("p").unwrap().cdc_events, 30_032);
+    let streamed =
+        source.sql("SELECT stream_txns FROM pg_stat_replication_slots WHERE slot_name = 'idaas_p'").unwrap();
+    assert_eq!(streamed.trim(), "1", "the server streamed the transaction before its commit");
     engine.shutdown().await;
 }
