@@ -330,7 +330,9 @@ async fn replication_session(pg: &Pg) -> CheckItem {
     let name = "replication connection";
     let attempt = async {
         let mut session = wire::Session::connect(pg).await?;
-        session.simple_query("IDENTIFY_SYSTEM").await
+        let identified = session.simple_query("IDENTIFY_SYSTEM").await;
+        session.close().await;
+        identified
     };
     match tokio::time::timeout(Duration::from_secs(10), attempt).await {
         Ok(Ok(_)) => item(name, true, "the server accepts a replication session"),

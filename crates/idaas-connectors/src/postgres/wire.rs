@@ -382,6 +382,14 @@ impl Session {
         }
     }
 
+    /// Ends the session politely (`Terminate`), so the server logs no lost connection.
+    pub async fn close(mut self) {
+        frontend::terminate(&mut self.out);
+        if self.send().await.is_ok() {
+            let _ = self.write.shutdown().await;
+        }
+    }
+
     /// The server's `server_version_num` (`150004` for 15.4).
     pub async fn server_version_num(&mut self) -> Result<u32, WireError> {
         let rows = self.simple_query("SHOW server_version_num").await?;
