@@ -26,6 +26,15 @@
 //! Every path is an upsert or a delete by primary key, so replaying any suffix of what was written ends in
 //! the same state: at-least-once delivery gives exactly the source's state.
 //!
+//! A batch of [`PARALLEL_MIN_ROWS`] rows or more (after reduction, without patches) is split in two by a
+//! hash of the key and the parts are applied at the same time on two connections, each in its own
+//! transaction: one backend of the target is often the bottleneck of a drain, and the parts touch distinct
+//! keys. [`Sink::write`] returns once both committed, so the engine's checkpoint still follows whole
+//! batches; a reader of the target may see one part before the other, as it may already see part of a
+//! source transaction. When the parts fail (a unique index on other columns or a foreign key can make them
+//! wait on each other until the server breaks the deadlock), the batch is applied again as one
+//! transaction; both ways are idempotent.
+//!
 //! AutoCreate declares the target from the source schema ([`super::ddl`], `docs/type-mapping.md`); an
 //! existing target is checked column by column and refused with every mismatch named.
 //!

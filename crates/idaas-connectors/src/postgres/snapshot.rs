@@ -24,11 +24,12 @@
 
 use super::replication::{self, SlotInfo, lsn_position, replication_config, wire_error};
 use super::schema::{self, Described};
-use super::types::{self, TypeCache};
+use super::types::{self, PgType, TypeCache};
 use super::{Pg, classify, quote_ident, quote_literal, quote_table};
 use async_trait::async_trait;
 use idaas_core::{Error, ErrorKind, Position, Result, Row, SnapshotReader, TableRef, TableSchema, Value};
 use pgwire_replication::ReplicationClient;
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::time::Duration;
 use tokio_postgres::Client;
@@ -141,10 +142,14 @@ impl PgSnapshot {
     }
 }
 
-/// Decodes one field of `COPY ... TO STDOUT` text format: `\\N` is NULL, backslash escapes are undone.
-pub fn copy_text_field(field: &[u8]) -> Option<Vec<u8>> {
+/// Decodes one field of `COPY ... TO STDOUT` text format: `\\N` is NULL, backslash escapes are undone. A
+/// field without escapes (most of them) is borrowed, not copied.
+pub fn copy_text_field(field: &[u8]) -> Option<Cow<'_, [u8]>> {
     if field == b"\\N" {
         return None;
+    }
+    if !field.contains(&b'\\') {
+        return Some(Cow::Borrowed(field));
     }
     let mut out = Vec::with_capacity(field.len());
     let mut i = 0;
@@ -187,7 +192,33 @@ pub fn copy_text_field(field: &[u8]) -> Option<Vec<u8>> {
             other => out.push(other),
         }
     }
-    Some(out)
+    Some(Cow::Owned(out))
+}
+
+/// Decodes one line of `COPY ... TO STDOUT` text output into a row of `table`'s columns.
+fn decode_row(name: &str, table: &TableSchema, types: &[PgType], line: &[u8]) -> Result<Row> {
+    let mut row = Vec::with_capacity(table.columns.len());
+    let mut fields = line.split(|b| *b == b'\t');
+    for (col, ty) in table.columns.iter().zip(types) {
+        let field = fields.next().ok_or_else(|| {
+            Error::internal(format!("table {name}: a snapshot row has fewer fields than the table has columns"))
+        })?;
+        row.push(match copy_text_field(field) {
+            None => Value::Null,
+            Some(bytes) => {
+                let text = std::str::from_utf8(&bytes).map_err(|_| {
+                    Error::internal(format!("table {name}, column '{}': text that is not UTF-8", col.name))
+                })?;
+                types::from_text(name, col, ty, text)?
+            }
+        });
+    }
+    if fields.next().is_some() {
+        return Err(Error::internal(format!(
+            "table {name}: a snapshot row has more fields than the table has columns"
+        )));
+    }
+    Ok(row)
 }
 
 /// Builds `SELECT ... FROM t [WHERE (k...) > (literals)] ORDER BY k... LIMIT n`.
@@ -266,36 +297,28 @@ impl SnapshotReader for PgSnapshot {
             .await
             .map_err(|e| classify(self.pg.config(), e, "snapshot read"))?;
         futures::pin_mut!(stream);
-        let mut data = Vec::new();
+        // The server sends each row in a message of its own: rows are decoded as they arrive, while the
+        // server reads the next ones.
+        let mut out = Vec::with_capacity(limit.min(65_536));
+        let mut rest = Vec::new();
         while let Some(bytes) = futures::StreamExt::next(&mut stream).await {
-            data.extend_from_slice(&bytes.map_err(|e| classify(self.pg.config(), e, "snapshot read"))?);
+            let bytes = bytes.map_err(|e| classify(self.pg.config(), e, "snapshot read"))?;
+            // A message normally ends with its row's newline; a row split over messages is put together.
+            let data: &[u8] = if rest.is_empty() {
+                &bytes
+            } else {
+                rest.extend_from_slice(&bytes);
+                &rest
+            };
+            let complete = data.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+            for line in data[..complete].split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                out.push(decode_row(&name, table, &types, line)?);
+            }
+            let tail = data[complete..].to_vec();
+            rest = tail;
         }
-        let mut out = Vec::new();
-        for line in data.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            let fields: Vec<&[u8]> = line.split(|b| *b == b'\t').collect();
-            if fields.len() != table.columns.len() {
-                return Err(Error::internal(format!(
-                    "table {name}: a snapshot row has {} fields for {} columns",
-                    fields.len(),
-                    table.columns.len()
-                )));
-            }
-            let mut row = Vec::with_capacity(table.columns.len());
-            for ((col, ty), field) in table.columns.iter().zip(&types).zip(fields) {
-                row.push(match copy_text_field(field) {
-                    None => Value::Null,
-                    Some(bytes) => {
-                        let text = String::from_utf8(bytes).map_err(|_| {
-                            Error::internal(format!(
-                                "table {name}, column '{}': text that is not UTF-8",
-                                col.name
-                            ))
-                        })?;
-                        types::from_text(&name, col, ty, &text)?
-                    }
-                });
-            }
-            out.push(row);
+        if !rest.is_empty() {
+            out.push(decode_row(&name, table, &types, &rest)?);
         }
         Ok(out)
     }
