@@ -201,7 +201,9 @@ fn decode_row(name: &str, table: &TableSchema, types: &[PgType], line: &[u8]) ->
     let mut fields = line.split(|b| *b == b'\t');
     for (col, ty) in table.columns.iter().zip(types) {
         let field = fields.next().ok_or_else(|| {
-            Error::internal(format!("table {name}: a snapshot row has fewer fields than the table has columns"))
+            Error::internal(format!(
+                "table {name}: a snapshot row has fewer fields than the table has columns"
+            ))
         })?;
         row.push(match copy_text_field(field) {
             None => Value::Null,
