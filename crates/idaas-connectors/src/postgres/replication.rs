@@ -99,8 +99,8 @@ pub const CHANNEL_CAPACITY: usize = 16_384;
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 /// Microseconds between 1970-01-01 and PostgreSQL's epoch, 2000-01-01.
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
-/// Buffer of a spool file's writer and reader.
-const SPOOL_BUFFER: usize = 256 * 1024;
+/// Buffer of a spool file's writer and reader (one per streamed transaction in flight).
+const SPOOL_BUFFER: usize = 64 * 1024;
 
 /// Formats an LSN as PostgreSQL prints it (`16/B374D848`).
 pub fn format_lsn(lsn: u64) -> String {

@@ -434,13 +434,16 @@ impl Session {
     }
 }
 
-/// `START_REPLICATION SLOT "slot" LOGICAL X/Y (...)`, with the names quoted.
+/// `START_REPLICATION SLOT "slot" LOGICAL X/Y (...)`, with the names quoted. Version 2 asks for the
+/// streaming of in-progress transactions and for logical decoding messages; version 1 asks for neither
+/// (`pgoutput` before PostgreSQL 14 knows neither option).
 pub fn start_replication_sql(slot: &str, publication: &str, start: u64, protocol_version: u32) -> String {
     let names = super::quote_literal(&super::quote_ident(publication));
-    let streaming = if protocol_version >= 2 { ", streaming 'on'" } else { "" };
+    let (streaming, messages) =
+        if protocol_version >= 2 { (", streaming 'on'", ", messages 'true'") } else { ("", "") };
     format!(
         "START_REPLICATION SLOT {} LOGICAL {} (proto_version '{protocol_version}'{streaming}, \
-         publication_names {names}, messages 'true')",
+         publication_names {names}{messages})",
         super::quote_ident(slot),
         super::replication::format_lsn(start),
     )
@@ -611,7 +614,7 @@ mod tests {
         assert_eq!(
             start_replication_sql("s", "it's \"q\"", 0, 1),
             "START_REPLICATION SLOT \"s\" LOGICAL 0/0 (proto_version '1', publication_names \
-             '\"it''s \"\"q\"\"\"', messages 'true')"
+             '\"it''s \"\"q\"\"\"')"
         );
     }
 
