@@ -777,10 +777,9 @@ impl Reader {
             }
             // Types, logical messages and origins are not carried.
             b'Y' | b'M' | b'O' => Ok(()),
-            _ => {
-                let (_, msg) = pgoutput::decode_in_stream(data)?;
-                Err(Error::internal(format!("unexpected pgoutput message inside a stream block: {msg:?}")))
-            }
+            _ => Err(Error::internal(format!(
+                "pgoutput message type 0x{tag:02x} inside a stream block, where the protocol does not send it"
+            ))),
         }
     }
 
@@ -793,18 +792,22 @@ impl Reader {
         commit_time: i64,
         tx: &Tx,
     ) -> Result<()> {
+        // The server starts every streamed transaction in the session that commits it.
+        let spool = self.spools.remove(&xid).ok_or_else(|| {
+            Error::internal(format!(
+                "the server committed streamed transaction {xid}, whose start this session did not see"
+            ))
+        })?;
+        tracing::debug!(xid, bytes = spool.len, "streamed transaction committed");
         self.begin(commit_lsn, xid, commit_time);
-        if let Some(spool) = self.spools.remove(&xid) {
-            tracing::debug!(xid, bytes = spool.len, "streamed transaction committed");
-            let mut reader = spool.replay().map_err(|e| spool_error(self.cfg(), xid, e))?;
-            loop {
-                let msg = match reader.next() {
-                    Ok(Some(data)) => pgoutput::decode_in_stream(data)?.1,
-                    Ok(None) => break,
-                    Err(e) => return Err(spool_error(self.cfg(), xid, e)),
-                };
-                self.change(msg, tx).await?;
-            }
+        let mut reader = spool.replay().map_err(|e| spool_error(self.cfg(), xid, e))?;
+        loop {
+            let msg = match reader.next() {
+                Ok(Some(data)) => pgoutput::decode_in_stream(data)?.1,
+                Ok(None) => break,
+                Err(e) => return Err(spool_error(self.cfg(), xid, e)),
+            };
+            self.change(msg, tx).await?;
         }
         self.commit(end_lsn, commit_time, tx).await
     }
