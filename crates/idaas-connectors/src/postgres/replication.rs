@@ -74,15 +74,13 @@
 use super::pgoutput::{self, Datum, Message, OldKind, Relation};
 use super::schema::{self, Described};
 use super::types::{self, PgType, TypeCache};
-use super::wire::{self, ReplicationStream, ServerError, WireError};
+use super::wire::{self, ReplicationStream, WireError};
 use super::{Pg, classify, quote_table};
 use crate::config::ConnectionConfig;
 use idaas_core::{
     ChangeEvent, ChangeStream, Error, ErrorKind, Op, Position, Result, Row, SourceInfo, TableRef,
     TableSchema, Value,
 };
-use pgwire_replication::{Lsn, PgWireError, ReplicationConfig};
-use secrecy::ExposeSecret;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
@@ -199,51 +197,9 @@ pub fn usable(cfg: &ConnectionConfig, info: &SlotInfo) -> Result<()> {
     Ok(())
 }
 
-/// The settings of a `pgwire-replication` session for `slot`, starting at `start`: used by the initial
-/// load to create the slot with an exported snapshot, until that moves to [`wire::Session`].
-pub fn replication_config(pg: &Pg, slot: &str, publication: &str, start: u64) -> ReplicationConfig {
-    let cfg = pg.config();
-    ReplicationConfig::new(
-        cfg.host.clone(),
-        cfg.user.clone(),
-        cfg.password.expose_secret().to_string(),
-        pg.database().to_string(),
-        slot.to_string(),
-        publication.to_string(),
-    )
-    .with_port(cfg.port)
-    .with_start_lsn(Lsn(start))
-    .with_ack_lsn(Lsn(start))
-    .with_status_interval(Duration::from_secs(1))
-    .with_wakeup_interval(Duration::from_secs(10))
-    .with_buffer_size(256)
-    .with_options(wire::REPLICATION_OPTIONS)
-    .with_application_name("idaas")
-}
-
-impl From<PgWireError> for WireError {
-    fn from(e: PgWireError) -> WireError {
-        match e {
-            PgWireError::Io(io) => WireError::Io(std::io::Error::new(io.kind(), io.to_string())),
-            PgWireError::Tls(m) => WireError::Io(std::io::Error::other(m)),
-            PgWireError::Auth(m) => WireError::Auth(m),
-            PgWireError::Server(m) => {
-                let (message, code) = match m.rfind(" (SQLSTATE ") {
-                    Some(at) => (m[..at].to_string(), m[at + 11..].trim_end_matches(')').to_string()),
-                    None => (m, String::new()),
-                };
-                WireError::Server(ServerError { severity: "ERROR".into(), code, message, detail: None })
-            }
-            PgWireError::Internal(m) if m.contains("already joined") => WireError::Ended,
-            other => WireError::Protocol(other.to_string()),
-        }
-    }
-}
-
 /// Maps a replication-session error to an [`Error`] that names the connection (never the password).
 /// `what` names the operation.
-pub fn wire_error(cfg: &ConnectionConfig, e: impl Into<WireError>, what: &str) -> Error {
-    let e = e.into();
+pub fn wire_error(cfg: &ConnectionConfig, e: WireError, what: &str) -> Error {
     let who = format!("connection '{}' ({}:{})", cfg.alias, cfg.host, cfg.port);
     let (kind, msg) = match &e {
         WireError::Io(_) => (
@@ -1076,6 +1032,7 @@ impl Reader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::postgres::wire::ServerError;
 
     #[test]
     fn positions_round_trip() {
@@ -1145,12 +1102,11 @@ mod tests {
             wire_error(&cfg, WireError::Protocol("?".into()), "replication").kind,
             ErrorKind::Internal
         );
-        let e = wire_error(&cfg, PgWireError::Server("x (SQLSTATE 55006)".into()), "replication");
-        assert_eq!(e.kind, ErrorKind::Unreachable);
+        let busy =
+            ServerError { severity: "ERROR".into(), code: "55006".into(), message: "x".into(), detail: None };
+        let e = wire_error(&cfg, WireError::Server(busy), "replication");
         assert!(e.message.starts_with("connection 'pg' (h:5432): x (SQLSTATE 55006)"), "{}", e.message);
         assert!(!e.message.contains("pw"));
-        let io = PgWireError::Io(Arc::new(std::io::Error::other("reset")));
-        assert_eq!(wire_error(&cfg, io, "replication").kind, ErrorKind::Unreachable);
     }
 
     fn spooled(spool: Spool) -> Vec<Vec<u8>> {

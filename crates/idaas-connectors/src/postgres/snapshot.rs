@@ -22,13 +22,13 @@
 //! connection is [`ErrorKind::Unreachable`]: the engine retries, and the retried load finds the slot and
 //! resumes after the last chunk.
 
-use super::replication::{self, SlotInfo, lsn_position, replication_config, wire_error};
+use super::replication::{self, SlotInfo, lsn_position, wire_error};
 use super::schema::{self, Described};
 use super::types::{self, PgType, TypeCache};
+use super::wire::Session;
 use super::{Pg, classify, quote_ident, quote_literal, quote_table};
 use async_trait::async_trait;
 use idaas_core::{Error, ErrorKind, Position, Result, Row, SnapshotReader, TableRef, TableSchema, Value};
-use pgwire_replication::ReplicationClient;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -89,14 +89,13 @@ impl PgSnapshot {
     /// appeared meanwhile.
     async fn exported(pg: &Pg, client: &Client, slot: &str) -> Result<Option<Position>> {
         let cfg = pg.config();
-        let mut repl = ReplicationClient::connect_gated(replication_config(pg, slot, "unused", 0))
-            .await
-            .map_err(|e| wire_error(cfg, e, "open a replication session"))?;
+        let mut repl =
+            Session::connect(pg).await.map_err(|e| wire_error(cfg, e, "open a replication session"))?;
         let sql = format!("CREATE_REPLICATION_SLOT {slot} LOGICAL pgoutput (SNAPSHOT 'export')");
         // Creating a logical slot waits for the transactions running at that moment to end.
         let rows = match tokio::time::timeout(Duration::from_secs(600), repl.simple_query(&sql)).await {
             Ok(Ok(rows)) => rows,
-            Ok(Err(e)) if e.to_string().contains("SQLSTATE 42710") => return Ok(None),
+            Ok(Err(e)) if e.code() == Some("42710") => return Ok(None),
             Ok(Err(e)) => return Err(wire_error(cfg, e, "create the replication slot")),
             Err(_) => {
                 return Err(Error::new(
@@ -124,7 +123,7 @@ impl PgSnapshot {
         let imported =
             client.batch_execute(&import).await.map_err(|e| classify(cfg, e, "import the snapshot"));
         // The importing transaction holds the snapshot now; the exporting session may end.
-        drop(repl);
+        repl.close().await;
         imported?;
         tracing::info!(slot, lsn = %replication::format_lsn(lsn), "replication slot created with an exported snapshot");
         Ok(Some(lsn_position(lsn)))
