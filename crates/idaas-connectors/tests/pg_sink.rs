@@ -555,6 +555,57 @@ async fn the_initial_load_is_copied_and_a_resumed_load_is_idempotent() {
 }
 
 #[tokio::test]
+async fn an_autocreated_table_gets_its_key_after_the_load_even_when_the_load_resumed() {
+    let pg = Postgres::start().unwrap();
+    let schema = simple_schema("accounts");
+    let target = TableRef::new("app", "accounts");
+    let key_of = || {
+        one(
+            &pg,
+            "SELECT coalesce(string_agg(conname, ','), 'none') FROM pg_constraint \
+             WHERE conrelid = 'app.accounts'::regclass AND contype = 'p'",
+        )
+    };
+    let rows: Vec<Row> = (0..9_000).map(|i| srow(i, "eu", &format!("a{i}"), i as i64)).collect();
+    let load = |r: &[Row]| r.iter().map(|r| snapshot(&schema, r.clone())).collect::<Vec<_>>();
+
+    // The first attempt creates the table, copies two chunks and a third that is never checkpointed.
+    let mut first = sink(&pg);
+    first.prepare(&schema, &target, true).await.unwrap();
+    assert_eq!(key_of(), "accounts_pkey");
+    first.begin_load(&schema, &target, None).await.unwrap();
+    assert_eq!(key_of(), "none", "the key waits for the end of the load");
+    for chunk in rows[..6_000].chunks(2_000) {
+        first.write(&load(chunk)).await.unwrap();
+    }
+    drop(first);
+
+    // The load resumes after the second chunk: the third is sent again.
+    let mut resumed = sink(&pg);
+    resumed.attach(&schema.table, &target).await.unwrap();
+    resumed.begin_load(&schema, &target, Some(&rows[3_999][..2].to_vec())).await.unwrap();
+    for chunk in rows[4_000..].chunks(2_000) {
+        resumed.write(&load(chunk)).await.unwrap();
+    }
+    assert_eq!(one(&pg, "SELECT count(*) FROM app.accounts"), "11000", "2,000 rows were sent twice");
+    resumed.end_load(&schema, &target).await.unwrap();
+    assert_eq!(key_of(), "accounts_pkey");
+    assert_eq!(
+        one(&pg, "SELECT count(*) || ' ' || count(DISTINCT id) || ' ' || sum(n) FROM app.accounts"),
+        format!("9000 9000 {}", (0..9_000i64).sum::<i64>())
+    );
+    // Changes after the load are upserts on the key.
+    resumed.write(&[update(&schema, rows[5].clone(), srow(5, "eu", "changed", -5))]).await.unwrap();
+    assert_eq!(one(&pg, "SELECT name || n FROM app.accounts WHERE id = 5"), "changed-5");
+
+    // A table the sink did not create keeps its key throughout.
+    let mut other = sink(&pg);
+    other.prepare(&schema, &target, true).await.unwrap();
+    other.begin_load(&schema, &target, None).await.unwrap();
+    assert_eq!(key_of(), "accounts_pkey");
+}
+
+#[tokio::test]
 async fn unchanged_columns_keep_the_target_value() {
     let pg = Postgres::start().unwrap();
     let mut sink = sink(&pg);

@@ -147,6 +147,26 @@ pub trait Sink: Send {
 
     /// Counts the rows of a target table (for stats and verification).
     async fn count(&self, target: &TableRef) -> Result<u64>;
+
+    /// Called once before the initial load writes into `target`, with the last key already copied when the
+    /// load resumes. A sink may then defer the primary key of a table it created itself (keys are cheaper to
+    /// build once than to maintain row by row); it must then remove every row after `resume_after` (every
+    /// row when it is `None`), since without the key a resent row would not be recognised. The default
+    /// does nothing.
+    async fn begin_load(
+        &mut self,
+        _source: &TableSchema,
+        _target: &TableRef,
+        _resume_after: Option<&Row>,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    /// Called once the initial load wrote every row into `target`, before the pipeline records the load
+    /// as done: a sink that deferred the primary key builds it now. The default does nothing.
+    async fn end_load(&mut self, _source: &TableSchema, _target: &TableRef) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// The first rule of [`Sink::prepare`] for every sink: rows are applied by primary key.

@@ -241,6 +241,7 @@ async fn snapshot(
         done,
     };
     ctx.stats.set_progress(progress(cp.snapshot_rows, false));
+    sink.begin_load(&schema, &ctx.target_table, cp.snapshot_last_key.as_ref()).await?;
     // A second target connection, so one chunk is written while the next one is encoded and sent. When the
     // target refuses it, the load runs on the pipeline's own connection alone.
     let mut extra = (ctx.make_sink)();
@@ -251,7 +252,7 @@ async fn snapshot(
             None
         }
     };
-    let mut idle: Vec<&mut dyn Sink> = vec![sink];
+    let mut idle: Vec<&mut dyn Sink> = vec![&mut *sink];
     if let Some(e) = extra.as_mut() {
         idle.push(e.as_mut());
     }
@@ -331,6 +332,10 @@ async fn snapshot(
         ctx.stats.set_progress(progress(cp.snapshot_rows, false));
     }
     let _ = (&mut reader_task).await;
+    drop(writing);
+    drop(idle);
+    drop(extra);
+    sink.end_load(&schema, &ctx.target_table).await?;
     cp.snapshot_done = true;
     cp.snapshot_last_key = None;
     ctx.save(cp)?;

@@ -172,6 +172,10 @@ pub struct PgSink {
     /// The sink's connection, and a second one for batches applied in parallel.
     conns: [Option<Conn>; 2],
     targets: HashMap<TableRef, Target>,
+    /// Target tables [`Sink::prepare`] created.
+    created: HashSet<TableRef>,
+    /// Target tables whose primary key waits for the end of the initial load.
+    deferred: HashSet<TableRef>,
     next_plan: u64,
     counts: WriteCounts,
     copy_min_rows: usize,
@@ -185,6 +189,8 @@ impl PgSink {
             pg,
             conns: [None, None],
             targets: HashMap::new(),
+            created: HashSet::new(),
+            deferred: HashSet::new(),
             next_plan: 0,
             counts: WriteCounts::default(),
             copy_min_rows: COPY_MIN_ROWS,
@@ -852,6 +858,7 @@ impl Sink for PgSink {
             .await?
             .ok_or_else(|| Error::internal(format!("target table {target} vanished right after creation")))?;
         self.remember(&source.table, created);
+        self.created.insert(target.clone());
         Ok(())
     }
 
@@ -947,6 +954,94 @@ impl Sink for PgSink {
                 .map_err(|e| classify(&cfg, e, "truncate target table")),
             Err(e) => Err(classify(&cfg, e, "truncate target table")),
         }
+    }
+
+    async fn begin_load(
+        &mut self,
+        _source: &TableSchema,
+        target: &TableRef,
+        resume_after: Option<&Row>,
+    ) -> Result<()> {
+        let cfg = self.pg.config().clone();
+        let shape = self.describe(target).await?.ok_or_else(|| {
+            Error::new(ErrorKind::NotFound, format!("target table {target} no longer exists"))
+        })?;
+        if shape.primary_key.is_empty() {
+            // A load that deferred the key resumes. Rows the first attempt wrote after its last checkpoint
+            // are sent again; the copies are removed when the key is built.
+            self.deferred.insert(target.clone());
+            return Ok(());
+        }
+        if !self.created.contains(target) || resume_after.is_some() {
+            return Ok(());
+        }
+        // A table this sink has just created, still empty: its key is built once, after the load.
+        let client = self.client().await?;
+        let name: String = client
+            .query_one(
+                "SELECT conname::text FROM pg_constraint WHERE conrelid = $1::text::regclass AND contype = 'p'",
+                &[&quote_table(target)],
+            )
+            .await
+            .map_err(|e| classify(&cfg, e, "look up the target's primary key"))?
+            .get(0);
+        client
+            .batch_execute(&format!(
+                "ALTER TABLE {} DROP CONSTRAINT {}",
+                quote_table(target),
+                quote_ident(&name)
+            ))
+            .await
+            .map_err(|e| classify(&cfg, e, "defer the target's primary key"))?;
+        tracing::debug!(table = %target, "primary key deferred to the end of the initial load");
+        self.deferred.insert(target.clone());
+        Ok(())
+    }
+
+    async fn end_load(&mut self, source: &TableSchema, target: &TableRef) -> Result<()> {
+        if !self.deferred.contains(target) {
+            return Ok(());
+        }
+        let cfg = self.pg.config().clone();
+        let table = quote_table(target);
+        let shape = self.describe(target).await?.ok_or_else(|| {
+            Error::new(ErrorKind::NotFound, format!("target table {target} no longer exists"))
+        })?;
+        let mut keys = Vec::new();
+        for k in &source.primary_key {
+            let col = shape.column(k).ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Incompatible,
+                    format!("target table {target} has no column '{k}' of the primary key"),
+                )
+            })?;
+            keys.push(quote_ident(&col.name));
+        }
+        let add = format!("ALTER TABLE {table} ADD PRIMARY KEY ({})", keys.join(", "));
+        let client = self.client().await?;
+        match client.batch_execute(&add).await {
+            Ok(()) => {}
+            Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                // A resumed load sent some rows twice. Either copy is right: a row that changed in between
+                // changed after the load's start position, and the stream applies that change next.
+                let same: Vec<String> = keys.iter().map(|k| format!("a.{k} = b.{k}")).collect();
+                let dedupe = format!(
+                    "DELETE FROM {table} a USING {table} b WHERE a.ctid < b.ctid AND {}",
+                    same.join(" AND ")
+                );
+                client.batch_execute(&dedupe).await.map_err(|e| classify(&cfg, e, "remove resent rows"))?;
+                client
+                    .batch_execute(&add)
+                    .await
+                    .map_err(|e| write_error(&cfg, e, "build the primary key"))?;
+            }
+            Err(e) => return Err(write_error(&cfg, e, "build the primary key")),
+        }
+        tracing::debug!(table = %target, "primary key built after the initial load");
+        self.deferred.remove(target);
+        // Prepared statements were planned without the key.
+        self.drop_connection();
+        Ok(())
     }
 
     async fn count(&self, target: &TableRef) -> Result<u64> {
