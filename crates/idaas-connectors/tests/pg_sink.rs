@@ -571,9 +571,9 @@ async fn an_autocreated_table_gets_its_key_after_the_load_even_when_the_load_res
 
     // The first attempt creates the table, copies two chunks and a third that is never checkpointed.
     let mut first = sink(&pg);
-    first.prepare(&schema, &target, true).await.unwrap();
+    assert!(first.prepare(&schema, &target, true).await.unwrap(), "the table is created");
     assert_eq!(key_of(), "accounts_pkey");
-    first.begin_load(&schema, &target, None).await.unwrap();
+    first.begin_load(&schema, &target, None, true).await.unwrap();
     assert_eq!(key_of(), "none", "the key waits for the end of the load");
     for chunk in rows[..6_000].chunks(2_000) {
         first.write(&load(chunk)).await.unwrap();
@@ -583,7 +583,7 @@ async fn an_autocreated_table_gets_its_key_after_the_load_even_when_the_load_res
     // The load resumes after the second chunk: the third is sent again.
     let mut resumed = sink(&pg);
     resumed.attach(&schema.table, &target).await.unwrap();
-    resumed.begin_load(&schema, &target, Some(&rows[3_999][..2].to_vec())).await.unwrap();
+    resumed.begin_load(&schema, &target, Some(&rows[3_999][..2].to_vec()), false).await.unwrap();
     for chunk in rows[4_000..].chunks(2_000) {
         resumed.write(&load(chunk)).await.unwrap();
     }
@@ -598,10 +598,12 @@ async fn an_autocreated_table_gets_its_key_after_the_load_even_when_the_load_res
     resumed.write(&[update(&schema, rows[5].clone(), srow(5, "eu", "changed", -5))]).await.unwrap();
     assert_eq!(one(&pg, "SELECT name || n FROM app.accounts WHERE id = 5"), "changed-5");
 
-    // A table the sink did not create keeps its key throughout.
+    // A table the pipeline did not create keeps its key, and so does one that holds rows already.
     let mut other = sink(&pg);
-    other.prepare(&schema, &target, true).await.unwrap();
-    other.begin_load(&schema, &target, None).await.unwrap();
+    assert!(!other.prepare(&schema, &target, true).await.unwrap(), "the table exists");
+    other.begin_load(&schema, &target, None, false).await.unwrap();
+    assert_eq!(key_of(), "accounts_pkey");
+    other.begin_load(&schema, &target, None, true).await.unwrap();
     assert_eq!(key_of(), "accounts_pkey");
 }
 

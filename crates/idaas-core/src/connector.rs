@@ -126,8 +126,8 @@ pub trait Sink: Send {
     /// Makes `target` ready to receive rows of `source`: creates it when it is missing and `auto_create` is
     /// set, or verifies that the existing table fits (same primary key, every source column present with a
     /// type that holds its values). Errors with [`crate::ErrorKind::Incompatible`] naming the mismatch, and
-    /// creates nothing in that case.
-    async fn prepare(&mut self, source: &TableSchema, target: &TableRef, auto_create: bool) -> Result<()>;
+    /// creates nothing in that case. Returns true when it created the table.
+    async fn prepare(&mut self, source: &TableSchema, target: &TableRef, auto_create: bool) -> Result<bool>;
 
     /// Binds to a target table that [`Sink::prepare`] created or verified in an earlier run (a resumed
     /// pipeline), without checking its shape again. Errors with [`crate::ErrorKind::NotFound`] when it is gone.
@@ -148,16 +148,18 @@ pub trait Sink: Send {
     /// Counts the rows of a target table (for stats and verification).
     async fn count(&self, target: &TableRef) -> Result<u64>;
 
-    /// Called once before the initial load writes into `target`, with the last key already copied when the
-    /// load resumes. A sink may then defer the primary key of a table it created itself (keys are cheaper to
-    /// build once than to maintain row by row); it must then remove every row after `resume_after` (every
-    /// row when it is `None`), since without the key a resent row would not be recognised. The default
-    /// does nothing.
+    /// Called before the initial load writes into `target` (again when it resumes, with the last key
+    /// already copied). `created` is true when the pipeline's [`Sink::prepare`] created `target` and the
+    /// load has not copied a row yet: the sink may then defer the table's primary key to
+    /// [`Sink::end_load`] (a key is cheaper to build once than to maintain row by row). Without the key, a
+    /// resumed load may send rows twice; the sink must remove the extra copies before it builds the key.
+    /// The default does nothing.
     async fn begin_load(
         &mut self,
         _source: &TableSchema,
         _target: &TableRef,
         _resume_after: Option<&Row>,
+        _created: bool,
     ) -> Result<()> {
         Ok(())
     }

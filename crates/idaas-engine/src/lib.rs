@@ -269,13 +269,17 @@ impl Engine {
                 ),
             ));
         }
-        let created =
+        let prepared =
             self.prepare_pipeline(&spec, &sc, &tc, &source_table, &target_table, source.as_ref()).await;
-        if let Err(e) = created {
-            // Leave nothing behind: a PostgreSQL source may have created its publication while describing.
-            let _ = source.release().await;
-            return Err(e);
-        }
+        let created = match prepared {
+            Ok(created) => created,
+            Err(e) => {
+                // Leave nothing behind: a PostgreSQL source may have created its publication while
+                // describing.
+                let _ = source.release().await;
+                return Err(e);
+            }
+        };
         let stored = StoredPipeline {
             alias: spec.alias.clone(),
             spec: serde_json::to_value(&spec)
@@ -285,6 +289,13 @@ impl Engine {
             created_at: now_rfc3339(),
         };
         self.store.insert_pipeline(&stored).map_err(store_err)?;
+        if created {
+            // The first run may then build the new table's key after its initial load.
+            let cp = pipeline::Checkpoint { target_created: true, ..Default::default() };
+            let json = serde_json::to_value(&cp)
+                .map_err(|e| Error::with_cause(ErrorKind::Internal, "checkpoint", e))?;
+            self.store.save_checkpoint(&spec.alias, &json, &now_rfc3339()).map_err(store_err)?;
+        }
         info!(pipeline = %spec.alias, source = %source_table, target = %target_table, "pipeline created");
         if spec.start {
             return self.start_pipeline(&spec.alias).await;
@@ -301,7 +312,7 @@ impl Engine {
         source_table: &TableRef,
         target_table: &TableRef,
         source: &dyn idaas_core::Source,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let schema = source.describe(source_table).await?;
         if schema.primary_key.is_empty() {
             return Err(Error::new(
@@ -347,8 +358,7 @@ impl Engine {
             return Err(Error::invalid("the source and target are the same table"));
         }
         let mut sink = (connectors::sink_for(tc)?)();
-        sink.prepare(&schema, target_table, spec.auto_create).await?;
-        Ok(())
+        sink.prepare(&schema, target_table, spec.auto_create).await
     }
 
     fn context(&self, p: &StoredPipeline) -> Result<Context> {

@@ -79,6 +79,9 @@ pub struct Checkpoint {
     /// The source table's schema at `stream_position`: the stream decodes rows with it until it shows a
     /// schema change. Absent before the first run prepared the target.
     pub source_schema: Option<TableSchema>,
+    /// True when the pipeline created the target table (AutoCreate).
+    #[serde(default)]
+    pub target_created: bool,
 }
 
 /// Everything a run needs.
@@ -186,7 +189,9 @@ async fn run_once(ctx: &Arc<Context>, stop: &mut watch::Receiver<bool>) -> Resul
     let schema = match &cp.source_schema {
         // First run: create or verify the target.
         None => {
-            sink.prepare(&current, &ctx.target_table, ctx.spec.auto_create).await?;
+            if sink.prepare(&current, &ctx.target_table, ctx.spec.auto_create).await? {
+                cp.target_created = true;
+            }
             cp.source_schema = Some(current.clone());
             Arc::new(current.clone())
         }
@@ -241,7 +246,8 @@ async fn snapshot(
         done,
     };
     ctx.stats.set_progress(progress(cp.snapshot_rows, false));
-    sink.begin_load(&schema, &ctx.target_table, cp.snapshot_last_key.as_ref()).await?;
+    let fresh = cp.target_created && cp.snapshot_rows == 0;
+    sink.begin_load(&schema, &ctx.target_table, cp.snapshot_last_key.as_ref(), fresh).await?;
     // A second target connection, so one chunk is written while the next one is encoded and sent. When the
     // target refuses it, the load runs on the pipeline's own connection alone.
     let mut extra = (ctx.make_sink)();

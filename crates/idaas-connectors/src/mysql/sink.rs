@@ -316,12 +316,12 @@ impl Sink for MySqlSink {
         check_sink(&self.db).await
     }
 
-    async fn prepare(&mut self, source: &TableSchema, target: &TableRef, auto_create: bool) -> Result<()> {
+    async fn prepare(&mut self, source: &TableSchema, target: &TableRef, auto_create: bool) -> Result<bool> {
         connector::require_primary_key(source)?;
         if let Some(existing) = self.target_schema(target).await? {
             connector::require_fit(source, target, &shape_problems(source, &existing))?;
             self.remember(&source.table, target, &existing);
-            return Ok(());
+            return Ok(false);
         }
         if !auto_create {
             return Err(connector::missing_target(target));
@@ -357,7 +357,7 @@ impl Sink for MySqlSink {
             .await?
             .ok_or_else(|| Error::internal(format!("target table {target} vanished right after creation")))?;
         self.remember(&source.table, target, &created);
-        Ok(())
+        Ok(true)
     }
 
     async fn attach(&mut self, source: &TableRef, target: &TableRef) -> Result<()> {

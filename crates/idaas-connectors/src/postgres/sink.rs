@@ -172,8 +172,6 @@ pub struct PgSink {
     /// The sink's connection, and a second one for batches applied in parallel.
     conns: [Option<Conn>; 2],
     targets: HashMap<TableRef, Target>,
-    /// Target tables [`Sink::prepare`] created.
-    created: HashSet<TableRef>,
     /// Target tables whose primary key waits for the end of the initial load.
     deferred: HashSet<TableRef>,
     next_plan: u64,
@@ -189,7 +187,6 @@ impl PgSink {
             pg,
             conns: [None, None],
             targets: HashMap::new(),
-            created: HashSet::new(),
             deferred: HashSet::new(),
             next_plan: 0,
             counts: WriteCounts::default(),
@@ -815,12 +812,12 @@ impl Sink for PgSink {
         Ok(report)
     }
 
-    async fn prepare(&mut self, source: &TableSchema, target: &TableRef, auto_create: bool) -> Result<()> {
+    async fn prepare(&mut self, source: &TableSchema, target: &TableRef, auto_create: bool) -> Result<bool> {
         connector::require_primary_key(source)?;
         if let Some(existing) = self.describe(target).await? {
             connector::require_fit(source, target, &ddl::shape_problems(source, &existing))?;
             self.remember(&source.table, existing);
-            return Ok(());
+            return Ok(false);
         }
         if !auto_create {
             return Err(connector::missing_target(target));
@@ -858,8 +855,7 @@ impl Sink for PgSink {
             .await?
             .ok_or_else(|| Error::internal(format!("target table {target} vanished right after creation")))?;
         self.remember(&source.table, created);
-        self.created.insert(target.clone());
-        Ok(())
+        Ok(true)
     }
 
     async fn attach(&mut self, source: &TableRef, target: &TableRef) -> Result<()> {
@@ -961,6 +957,7 @@ impl Sink for PgSink {
         _source: &TableSchema,
         target: &TableRef,
         resume_after: Option<&Row>,
+        created: bool,
     ) -> Result<()> {
         let cfg = self.pg.config().clone();
         let shape = self.describe(target).await?.ok_or_else(|| {
@@ -972,11 +969,19 @@ impl Sink for PgSink {
             self.deferred.insert(target.clone());
             return Ok(());
         }
-        if !self.created.contains(target) || resume_after.is_some() {
+        if !created || resume_after.is_some() {
             return Ok(());
         }
-        // A table this sink has just created, still empty: its key is built once, after the load.
+        // A table the pipeline created, still empty: its key is built once, after the load.
         let client = self.client().await?;
+        let empty: bool = client
+            .query_one(&format!("SELECT NOT EXISTS (SELECT 1 FROM {})", quote_table(target)), &[])
+            .await
+            .map_err(|e| classify(&cfg, e, "look into the target table"))?
+            .get(0);
+        if !empty {
+            return Ok(());
+        }
         let name: String = client
             .query_one(
                 "SELECT conname::text FROM pg_constraint WHERE conrelid = $1::text::regclass AND contype = 'p'",
