@@ -40,6 +40,11 @@ enum Command {
     Shell(shell::ShellArgs),
 }
 
+/// mimalloc instead of the system allocator: the pipelines allocate and free many small values per row, often
+/// on different threads, which glibc's allocator serves slowly (see `docs/ARCHITECTURE.md`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let json = cli.json;
