@@ -297,6 +297,19 @@ sbtest_sum_pg() {
     echo "SELECT count(*) || ' ' || sum(('x' || substr(md5(concat_ws('#', id, k, c::text, pad::text)), 1, 15))::bit(60)::bigint)
         FROM $1"
 }
+# waits (untimed, at most 60 s) until no autovacuum worker has run on a PostgreSQL server for a second
+pg_wait_autovacuum() {
+    local port=$1 quiet=0 i
+    for i in $(seq 600); do
+        if [ "$(pgsql "$port" "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'")" = 0 ]; then
+            quiet=$((quiet + 1))
+            [ "$quiet" -ge 10 ] && return 0
+        else
+            quiet=0
+        fi
+        sleep 0.1
+    done
+}
 # waits (untimed) until a pipeline's checkpoint reaches the PostgreSQL source's current WAL position
 pg_catch_up_pipeline() {
     local alias=$1 source_port=$2
@@ -720,6 +733,9 @@ JSON
  "load_before_run": "$load_before_run", "load_after_run": "$(loadavg)"}
 JSON
     sleep 2
+    # pgbench leaves work to autovacuum (pgbench_history's inserts, the accounts' analyze), which would run
+    # during the first drain only: wait until the source is quiet.
+    pg_wait_autovacuum "$SRC_PORT"
 
     log "5. drain by iDaaS (load $(loadavg))"
     reset_hwm "$idaas_pid"
@@ -733,6 +749,7 @@ JSON
     idaas pipeline stop drain >/dev/null
     sleep 2
 
+    pg_wait_autovacuum "$SRC_PORT"
     log "5. drain by the native subscription (load $(loadavg))"
     t0=$(now)
     pgsql "$SUB_PORT" "ALTER SUBSCRIPTION bench_sub ENABLE"
