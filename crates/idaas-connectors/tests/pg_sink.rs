@@ -584,9 +584,11 @@ async fn an_autocreated_table_gets_its_key_after_the_load_even_when_the_load_res
     let mut resumed = sink(&pg);
     resumed.attach(&schema.table, &target).await.unwrap();
     resumed.begin_load(&schema, &target, Some(&rows[3_999][..2].to_vec()), false).await.unwrap();
-    for chunk in rows[4_000..].chunks(2_000) {
+    for chunk in rows[4_000..8_990].chunks(2_000) {
         resumed.write(&load(chunk)).await.unwrap();
     }
+    // A small last chunk goes as statements, plain inserts while the table has no key.
+    resumed.write(&load(&rows[8_990..])).await.unwrap();
     assert_eq!(one(&pg, "SELECT count(*) FROM app.accounts"), "11000", "2,000 rows were sent twice");
     resumed.end_load(&schema, &target).await.unwrap();
     assert_eq!(key_of(), "accounts_pkey");

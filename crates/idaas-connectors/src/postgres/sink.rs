@@ -304,7 +304,13 @@ impl PgSink {
             }
             let plan = self.plan(table, schema)?;
             let target = self.target_table(table)?;
-            steps.extend(upsert_steps(&plan, &target, rows, rows.len() >= self.copy_min_rows, load)?);
+            // While the key of a table is deferred (initial load only), rows are plain inserts. A sink that
+            // only writes chunks of the load sees a target without a key.
+            let keyless = load
+                && (self.deferred.contains(&target)
+                    || self.targets.get(table).is_some_and(|t| t.shape.primary_key.is_empty()));
+            let copy = rows.len() >= self.copy_min_rows;
+            steps.extend(upsert_steps(&plan, &target, rows, copy, load, keyless)?);
         }
         Ok(steps)
     }
@@ -633,7 +639,15 @@ fn on_conflict(plan: &Plan) -> String {
     format!("ON CONFLICT ({}) DO {action}", names(plan, &plan.key))
 }
 
-fn upsert_steps(plan: &Plan, target: &TableRef, rows: &[Row], copy: bool, load: bool) -> Result<Vec<Step>> {
+fn upsert_steps(
+    plan: &Plan,
+    target: &TableRef,
+    rows: &[Row],
+    copy: bool,
+    load: bool,
+    keyless: bool,
+) -> Result<Vec<Step>> {
+    let on_conflict = |plan: &Plan| if keyless { String::new() } else { on_conflict(plan) };
     let what = format!("write to {target}");
     let every = all(plan);
     let cols = names(plan, &every);
