@@ -626,12 +626,12 @@ impl Reader {
         }
     }
 
-    fn info(&self, table: Option<TableRef>, position: u64, txn: bool) -> SourceInfo {
+    fn info(&self, table: Option<TableRef>, position: Option<u64>, txn: bool) -> SourceInfo {
         let t = self.txn.as_ref().filter(|_| txn);
         SourceInfo {
             connection: self.cfg().alias.clone(),
             table,
-            position: lsn_position(position),
+            position: position.map(lsn_position).unwrap_or_default(),
             commit_ts_ms: t.map(|t| t.commit_ts_ms),
             read_ts_ms: Some(now_ms()),
             txid: t.map(|t| t.xid.to_string()),
@@ -654,7 +654,7 @@ impl Reader {
                     self.heartbeat_at = Some(std::time::Instant::now());
                     let ev = ChangeEvent {
                         op: Op::Heartbeat,
-                        source: self.info(None, wal_end, false),
+                        source: self.info(None, Some(wal_end), false),
                         before: None,
                         after: None,
                         schema: None,
@@ -774,7 +774,7 @@ impl Reader {
     }
 
     async fn commit(&mut self, end_lsn: u64, commit_time: i64, tx: &Tx) -> Result<()> {
-        let mut info = self.info(None, end_lsn, true);
+        let mut info = self.info(None, Some(end_lsn), true);
         info.commit_ts_ms = Some((commit_time + PG_EPOCH_MICROS).div_euclid(1000));
         self.txn = None;
         self.last = self.last.max(end_lsn);
@@ -845,7 +845,7 @@ impl Reader {
             tracing::info!(table = %table, version = new.version, "table definition changed");
             let ev = ChangeEvent {
                 op: Op::Ddl,
-                source: self.info(Some(table.clone()), self.position(), true),
+                source: self.info(Some(table.clone()), Some(self.position()), true),
                 before: None,
                 after: None,
                 schema: Some(new.clone()),
@@ -969,9 +969,11 @@ impl Reader {
         let info = &self.relations[&relation];
         let before = old.map(|(_, t)| self.decode(info, &schema, t)).transpose()?;
         let after = new.map(|t| self.decode(info, &schema, t)).transpose()?;
+        // Rows are not resume points (the commit that follows is): no position, which would cost more to
+        // build than the row to decode.
         let ev = ChangeEvent {
             op,
-            source: self.info(Some(table), self.position(), true),
+            source: self.info(Some(table), None, true),
             before,
             after,
             schema: Some(schema),
@@ -1017,7 +1019,7 @@ impl Reader {
             let schema = self.schemas[&table].clone();
             let ev = ChangeEvent {
                 op: Op::Ddl,
-                source: self.info(Some(table.clone()), self.position(), true),
+                source: self.info(Some(table.clone()), Some(self.position()), true),
                 before: None,
                 after: None,
                 schema: Some(schema),
