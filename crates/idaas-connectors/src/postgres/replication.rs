@@ -93,6 +93,9 @@ use tokio_postgres::Client;
 /// Bound of the channel between the replication reader and the engine: back-pressure for large
 /// transactions.
 pub const CHANNEL_CAPACITY: usize = 16_384;
+/// Events go to the engine in groups of at most this many (and whatever was decoded when the reader would
+/// wait for the socket): one hand-over between threads per group instead of one per event.
+const GROUP_EVENTS: usize = 256;
 /// Least time between two heartbeat events.
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 /// Microseconds between 1970-01-01 and PostgreSQL's epoch, 2000-01-01.
@@ -411,7 +414,8 @@ pub async fn stream(
         protocol_version = replication.protocol_version(),
         "logical replication started"
     );
-    let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+    let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY / GROUP_EVENTS);
+    let tx = Tx { tx, group: std::sync::Mutex::new(Vec::with_capacity(GROUP_EVENTS)) };
     let reader = Reader {
         pg,
         catalog,
@@ -425,12 +429,16 @@ pub async fn stream(
         heartbeat_at: None,
     };
     tokio::spawn(async move {
-        let tx2 = tx.clone();
         if let Err(e) = reader.run(replication, &tx, handle.stop).await {
-            let _ = tx2.send(Err(e)).await;
+            // What was decoded before the failure goes first; the engine resumes from its checkpoint.
+            let _ = tx.flush().await;
+            let _ = tx.tx.send(vec![Err(e)]).await;
         }
     });
-    Ok(Box::pin(futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) })))
+    let groups = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|group| (futures::stream::iter(group), rx))
+    });
+    Ok(Box::pin(futures::StreamExt::flatten(groups)))
 }
 
 fn now_ms() -> i64 {
@@ -557,7 +565,40 @@ fn spool_error(cfg: &ConnectionConfig, xid: u32, e: std::io::Error) -> Error {
     )
 }
 
-type Tx = mpsc::Sender<Result<ChangeEvent>>;
+/// The engine's end of the stream, and the group of events being filled for it.
+struct Tx {
+    tx: mpsc::Sender<Vec<Result<ChangeEvent>>>,
+    group: std::sync::Mutex<Vec<Result<ChangeEvent>>>,
+}
+
+impl Tx {
+    /// Adds an event to the group; sends the group once it is full.
+    async fn send(&self, ev: ChangeEvent) -> Result<()> {
+        let full = {
+            let mut group = self.group.lock().unwrap_or_else(|p| p.into_inner());
+            group.push(Ok(ev));
+            (group.len() >= GROUP_EVENTS)
+                .then(|| std::mem::replace(&mut *group, Vec::with_capacity(GROUP_EVENTS)))
+        };
+        match full {
+            Some(group) => self.tx.send(group).await.map_err(|_| Error::internal("change stream closed")),
+            None => Ok(()),
+        }
+    }
+
+    /// Sends the events grouped so far.
+    async fn flush(&self) -> Result<()> {
+        let group = std::mem::take(&mut *self.group.lock().unwrap_or_else(|p| p.into_inner()));
+        if group.is_empty() {
+            return Ok(());
+        }
+        self.tx.send(group).await.map_err(|_| Error::internal("change stream closed"))
+    }
+
+    async fn closed(&self) {
+        self.tx.closed().await
+    }
+}
 
 struct Reader {
     pg: Pg,
@@ -581,7 +622,7 @@ fn map_columns(rel: &Relation, schema: &TableSchema) -> Vec<Option<usize>> {
 }
 
 async fn send(tx: &Tx, ev: ChangeEvent) -> Result<()> {
-    tx.send(Ok(ev)).await.map_err(|_| Error::internal("change stream closed"))
+    tx.send(ev).await
 }
 
 impl Reader {
@@ -615,6 +656,8 @@ impl Reader {
                 self.event(ev, tx).await?;
                 continue;
             }
+            // Nothing more without waiting: hand over what was decoded.
+            tx.flush().await?;
             tokio::select! {
                 biased;
                 _ = &mut released => {
