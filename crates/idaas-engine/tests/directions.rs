@@ -320,6 +320,15 @@ async fn postgres_to_postgres() {
     engine.shutdown().await;
 }
 
+/// Waits until pipeline `p` finished its initial load.
+async fn wait_loaded(engine: &Engine) {
+    let start = Instant::now();
+    while !engine.pipeline_stats("p").unwrap().snapshot.iter().any(|t| t.done) {
+        assert!(start.elapsed() < Duration::from_secs(60), "initial load did not finish");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_200000_row_postgres_transaction_streams_through() {
     let source = Postgres::start().unwrap();
@@ -331,11 +340,7 @@ async fn a_200000_row_postgres_transaction_streams_through() {
     engine.create_connection(pg_spec("tgt", &target)).await.unwrap();
     engine.create_pipeline(spec("big", "big_copy")).await.unwrap();
     // The transaction must come through the stream, not the initial load.
-    let start = Instant::now();
-    while !engine.pipeline_stats("p").unwrap().snapshot.iter().any(|t| t.done) {
-        assert!(start.elapsed() < Duration::from_secs(60), "initial load of an empty table did not finish");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_loaded(&engine).await;
     source.sql("INSERT INTO big SELECT g, 'row ' || g FROM generate_series(1, 200000) g").unwrap();
     let start = Instant::now();
     loop {
@@ -373,11 +378,7 @@ async fn a_postgres_transaction_streamed_before_its_commit_reaches_the_target_wh
     engine.create_connection(pg_spec("src", &source)).await.unwrap();
     engine.create_connection(pg_spec("tgt", &target)).await.unwrap();
     engine.create_pipeline(spec("big", "big_copy")).await.unwrap();
-    let start = Instant::now();
-    while !engine.pipeline_stats("p").unwrap().snapshot.iter().any(|t| t.done) {
-        assert!(start.elapsed() < Duration::from_secs(60), "initial load did not finish");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_loaded(&engine).await;
     source
         .sql(
             "BEGIN;

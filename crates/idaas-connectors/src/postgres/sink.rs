@@ -172,8 +172,6 @@ pub struct PgSink {
     /// The sink's connection, and a second one for batches applied in parallel.
     conns: [Option<Conn>; 2],
     targets: HashMap<TableRef, Target>,
-    /// Target tables whose primary key waits for the end of the initial load.
-    deferred: HashSet<TableRef>,
     next_plan: u64,
     counts: WriteCounts,
     copy_min_rows: usize,
@@ -187,7 +185,6 @@ impl PgSink {
             pg,
             conns: [None, None],
             targets: HashMap::new(),
-            deferred: HashSet::new(),
             next_plan: 0,
             counts: WriteCounts::default(),
             copy_min_rows: COPY_MIN_ROWS,
@@ -231,6 +228,15 @@ impl PgSink {
         let cfg = self.pg.config().clone();
         let client = self.client().await?;
         ddl::describe(&cfg, client, table).await
+    }
+
+    /// Describes `target` again and remembers that shape for `source`.
+    async fn refresh(&mut self, source: &TableRef, target: &TableRef) -> Result<PgTable> {
+        let shape = self.describe(target).await?.ok_or_else(|| {
+            Error::new(ErrorKind::NotFound, format!("target table {target} no longer exists"))
+        })?;
+        self.remember(source, shape.clone());
+        Ok(shape)
     }
 
     fn remember(&mut self, source: &TableRef, shape: PgTable) {
@@ -304,11 +310,8 @@ impl PgSink {
             }
             let plan = self.plan(table, schema)?;
             let target = self.target_table(table)?;
-            // While the key of a table is deferred (initial load only), rows are plain inserts. A sink that
-            // only writes chunks of the load sees a target without a key.
-            let keyless = load
-                && (self.deferred.contains(&target)
-                    || self.targets.get(table).is_some_and(|t| t.shape.primary_key.is_empty()));
+            // While the key of a table is deferred (initial load only), rows are plain inserts.
+            let keyless = load && self.targets.get(table).is_some_and(|t| t.shape.primary_key.is_empty());
             let copy = rows.len() >= self.copy_min_rows;
             steps.extend(upsert_steps(&plan, &target, rows, copy, load, keyless)?);
         }
@@ -369,13 +372,14 @@ impl PgSink {
 
 /// Splits a batch in two by a hash of each row's key: the parts touch distinct keys.
 fn split(reduced: &Reduced) -> [Reduced; 2] {
-    fn part<T: Clone>(groups: &[Group<T>], key: impl Fn(&Group<T>, &T) -> Vec<u8>) -> [Vec<Group<T>>; 2] {
-        let mut out: [Vec<Group<T>>; 2] = [Vec::new(), Vec::new()];
+    fn part(groups: &[Group<Row>]) -> [Vec<Group<Row>>; 2] {
+        let mut out: [Vec<Group<Row>>; 2] = [Vec::new(), Vec::new()];
         for g in groups {
-            let mut rows: [Vec<T>; 2] = [Vec::new(), Vec::new()];
+            let keyidx = g.schema.key_indexes();
+            let mut rows: [Vec<Row>; 2] = [Vec::new(), Vec::new()];
             for r in &g.rows {
                 let mut h = std::hash::DefaultHasher::new();
-                std::hash::Hash::hash(&key(g, r), &mut h);
+                std::hash::Hash::hash(&batch::key_bytes(&keyidx, r), &mut h);
                 rows[(std::hash::Hasher::finish(&h) & 1) as usize].push(r.clone());
             }
             for (o, rows) in out.iter_mut().zip(rows) {
@@ -386,9 +390,8 @@ fn split(reduced: &Reduced) -> [Reduced; 2] {
         }
         out
     }
-    let row_key = |g: &Group<Row>, r: &Row| batch::key_bytes(&g.schema.key_indexes(), r);
-    let [d0, d1] = part(&reduced.deletes, row_key);
-    let [u0, u1] = part(&reduced.upserts, row_key);
+    let [d0, d1] = part(&reduced.deletes);
+    let [u0, u1] = part(&reduced.upserts);
     [
         Reduced { patches: Vec::new(), deletes: d0, upserts: u0 },
         Reduced { patches: Vec::new(), deletes: d1, upserts: u1 },
@@ -945,10 +948,7 @@ impl Sink for PgSink {
         }
         // Prepared statements and staging tables follow the old shape: start afresh.
         self.drop_connection();
-        let fresh = self.describe(target).await?.ok_or_else(|| {
-            Error::new(ErrorKind::NotFound, format!("target table {target} no longer exists"))
-        })?;
-        self.remember(&new.table, fresh);
+        self.refresh(&new.table, target).await?;
         Ok(())
     }
 
@@ -968,19 +968,15 @@ impl Sink for PgSink {
 
     async fn begin_load(
         &mut self,
-        _source: &TableSchema,
+        source: &TableSchema,
         target: &TableRef,
         resume_after: Option<&Row>,
         created: bool,
     ) -> Result<()> {
         let cfg = self.pg.config().clone();
-        let shape = self.describe(target).await?.ok_or_else(|| {
-            Error::new(ErrorKind::NotFound, format!("target table {target} no longer exists"))
-        })?;
-        if shape.primary_key.is_empty() {
+        if self.refresh(&source.table, target).await?.primary_key.is_empty() {
             // A load that deferred the key resumes. Rows the first attempt wrote after its last checkpoint
             // are sent again; the copies are removed when the key is built.
-            self.deferred.insert(target.clone());
             return Ok(());
         }
         if !created || resume_after.is_some() {
@@ -1013,19 +1009,18 @@ impl Sink for PgSink {
             .await
             .map_err(|e| classify(&cfg, e, "defer the target's primary key"))?;
         tracing::debug!(table = %target, "primary key deferred to the end of the initial load");
-        self.deferred.insert(target.clone());
+        self.refresh(&source.table, target).await?;
         Ok(())
     }
 
     async fn end_load(&mut self, source: &TableSchema, target: &TableRef) -> Result<()> {
-        if !self.deferred.contains(target) {
+        // A target without a key here is one whose key `begin_load` deferred: `prepare` refuses others.
+        let shape = self.refresh(&source.table, target).await?;
+        if !shape.primary_key.is_empty() {
             return Ok(());
         }
         let cfg = self.pg.config().clone();
         let table = quote_table(target);
-        let shape = self.describe(target).await?.ok_or_else(|| {
-            Error::new(ErrorKind::NotFound, format!("target table {target} no longer exists"))
-        })?;
         let mut keys = Vec::new();
         for k in &source.primary_key {
             let col = shape.column(k).ok_or_else(|| {
@@ -1057,9 +1052,9 @@ impl Sink for PgSink {
             Err(e) => return Err(write_error(&cfg, e, "build the primary key")),
         }
         tracing::debug!(table = %target, "primary key built after the initial load");
-        self.deferred.remove(target);
         // Prepared statements were planned without the key.
         self.drop_connection();
+        self.refresh(&source.table, target).await?;
         Ok(())
     }
 
