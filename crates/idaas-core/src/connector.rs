@@ -51,6 +51,36 @@ impl CheckReport {
     }
 }
 
+/// How a source sends a table's rows in its own binary form, for a sink of the same kind that writes them
+/// without decoding ([`SnapshotReader::raw_layout`], [`Sink::accepts_raw`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawLayout {
+    /// The form, e.g. `postgres-binary-copy`; a sink accepts only forms it knows.
+    pub format: &'static str,
+    /// Column names and their exact declared types, in the order of the data.
+    pub columns: Vec<(String, String)>,
+}
+
+/// Rows of one snapshot chunk in a [`RawLayout`], with what the engine needs to checkpoint them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawChunk {
+    /// The rows, back to back, without the form's header or trailer.
+    pub data: Vec<u8>,
+    /// How many rows `data` holds (at least one).
+    pub rows: usize,
+    /// The primary key of the last row.
+    pub last_key: Row,
+}
+
+/// One chunk of the initial load: decoded rows, or rows in the source's own form.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SnapshotChunk {
+    /// Decoded rows (empty when the table is done).
+    Rows(Vec<Row>),
+    /// Rows in the layout the sink accepted.
+    Raw(RawChunk),
+}
+
 /// A consistent snapshot of the source, matched to a stream position.
 #[async_trait]
 pub trait SnapshotReader: Send {
@@ -66,6 +96,24 @@ pub trait SnapshotReader: Send {
         after_key: Option<&Row>,
         limit: usize,
     ) -> Result<Vec<Row>>;
+
+    /// The layout in which [`Self::read_raw`] would send `table`'s rows without decoding them, when this
+    /// source can; `None` (the default) when it cannot.
+    async fn raw_layout(&mut self, _table: &TableSchema) -> Result<Option<RawLayout>> {
+        Ok(None)
+    }
+
+    /// Like [`Self::read_chunk`], in the layout [`Self::raw_layout`] gave. A chunk holding a value that the
+    /// decoded path would refuse or must check comes as decoded rows instead, so both paths carry and refuse
+    /// the same values.
+    async fn read_raw(
+        &mut self,
+        table: &TableSchema,
+        after_key: Option<&Row>,
+        limit: usize,
+    ) -> Result<SnapshotChunk> {
+        Ok(SnapshotChunk::Rows(self.read_chunk(table, after_key, limit).await?))
+    }
 
     /// Ends the snapshot and releases its transaction.
     async fn finish(self: Box<Self>) -> Result<()>;
@@ -168,6 +216,23 @@ pub trait Sink: Send {
     /// as done: a sink that deferred the primary key builds it now. The default does nothing.
     async fn end_load(&mut self, _source: &TableSchema, _target: &TableRef) -> Result<()> {
         Ok(())
+    }
+
+    /// True when this sink can write rows of `source` in `layout` as they are: it knows the form, and the
+    /// target it prepared or attached for `source` holds every column of the layout with the same declared
+    /// type. The default is false: the engine then decodes the rows and calls [`Sink::write`].
+    async fn accepts_raw(&mut self, _source: &TableRef, _layout: &RawLayout) -> Result<bool> {
+        Ok(false)
+    }
+
+    /// Writes one chunk of the initial load in a layout [`Sink::accepts_raw`] accepted, committed before it
+    /// returns, as idempotently as [`Sink::write`] writes the same rows read from the snapshot.
+    async fn write_raw(&mut self, source: &TableSchema, layout: &RawLayout, chunk: &RawChunk) -> Result<()> {
+        let _ = (layout, chunk);
+        Err(crate::Error::internal(format!(
+            "the sink for {} cannot write rows in their source's own form",
+            source.table
+        )))
     }
 }
 

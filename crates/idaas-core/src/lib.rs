@@ -10,7 +10,9 @@ pub mod event;
 pub mod schema;
 pub mod value;
 
-pub use connector::{ChangeStream, CheckItem, CheckReport, Sink, SnapshotReader, Source};
+pub use connector::{
+    ChangeStream, CheckItem, CheckReport, RawChunk, RawLayout, Sink, SnapshotChunk, SnapshotReader, Source,
+};
 pub use error::{Error, ErrorKind, Result, RetryPolicy};
 pub use event::{ChangeEvent, Op, Position, Row, SourceInfo};
 pub use schema::{Charset, ColumnSchema, DataType, TableRef, TableSchema};

@@ -26,8 +26,8 @@ use crate::stats::Stats;
 use futures::stream::FuturesOrdered;
 use futures::{FutureExt, StreamExt};
 use idaas_core::{
-    ChangeEvent, Error, ErrorKind, Op, Position, Result, RetryPolicy, Row, Sink, SourceInfo, TableRef,
-    TableSchema,
+    ChangeEvent, Error, ErrorKind, Op, Position, RawLayout, Result, RetryPolicy, Row, Sink, SnapshotChunk,
+    SourceInfo, TableRef, TableSchema,
 };
 use idaas_store::Store;
 use serde::{Deserialize, Serialize};
@@ -262,25 +262,40 @@ async fn snapshot(
     if let Some(e) = extra.as_mut() {
         idle.push(e.as_mut());
     }
+    // Rows go from source to target without decoding when both sides speak the same form.
+    let mut reader = reader;
+    let mut raw = reader.raw_layout(&schema).await?;
+    if let Some(layout) = &raw {
+        for w in idle.iter_mut() {
+            if !w.accepts_raw(&ctx.source_table, layout).await? {
+                raw = None;
+                break;
+            }
+        }
+    }
+    info!(table = %ctx.source_table, raw = raw.as_ref().map(|l| l.format), "initial load path");
+    let raw = raw.map(Arc::new);
     // Read ahead while the chunks before are written.
-    let (tx, mut rx) = mpsc::channel::<Result<Vec<Row>>>(idle.len());
+    let (tx, mut rx) = mpsc::channel::<Result<SnapshotChunk>>(idle.len());
     let read_schema = schema.clone();
+    let read_raw = raw.is_some();
     let mut after = cp.snapshot_last_key.clone();
     let mut reader_task = tokio::spawn(async move {
-        let mut reader = reader;
         let mut limit = SNAPSHOT_CHUNK_ROWS;
         loop {
-            let chunk = reader.read_chunk(&read_schema, after.as_ref(), limit).await;
+            let chunk = if read_raw {
+                reader.read_raw(&read_schema, after.as_ref(), limit).await
+            } else {
+                reader.read_chunk(&read_schema, after.as_ref(), limit).await.map(SnapshotChunk::Rows)
+            };
             let done = match &chunk {
-                Ok(rows) => {
-                    if let Some(last) = rows.last() {
-                        after = Some(read_schema.key_indexes().iter().map(|i| last[*i].clone()).collect());
-                        let sample = &rows[..rows.len().min(200)];
-                        let avg = sample.iter().map(row_bytes).sum::<usize>() / sample.len();
+                Ok(c) => {
+                    if let Some((last, avg)) = chunk_tail(&read_schema, c) {
+                        after = Some(last);
                         let (lo, hi) = SNAPSHOT_CHUNK_ROWS_RANGE;
                         limit = (SNAPSHOT_CHUNK_BYTES / avg.max(1)).clamp(lo, hi);
                     }
-                    rows.is_empty()
+                    chunk_len(c) == 0
                 }
                 Err(_) => true,
             };
@@ -299,16 +314,16 @@ async fn snapshot(
         let done = if reading && !idle.is_empty() {
             tokio::select! {
                 chunk = rx.recv() => {
-                    let rows = match chunk {
+                    let chunk = match chunk {
                         None => return Err(Error::internal("snapshot reader ended early")),
                         Some(r) => r?,
                     };
-                    if rows.is_empty() {
+                    if chunk_len(&chunk) == 0 {
                         reading = false;
                         continue;
                     }
                     let writer = idle.pop().expect("an idle writer");
-                    writing.push_back(write_chunk(ctx, writer, &schema, &keyidx, rows));
+                    writing.push_back(write_chunk(ctx, writer, &schema, raw.as_deref(), &keyidx, chunk));
                     continue;
                 }
                 Some(done) = writing.next(), if !writing.is_empty() => done,
@@ -350,15 +365,51 @@ async fn snapshot(
     Ok(None)
 }
 
-/// Writes one snapshot chunk with `writer`; gives the writer back with the result, the row count and the
-/// chunk's last key.
+/// Rows in a snapshot chunk.
+fn chunk_len(chunk: &SnapshotChunk) -> usize {
+    match chunk {
+        SnapshotChunk::Rows(rows) => rows.len(),
+        SnapshotChunk::Raw(raw) => raw.rows,
+    }
+}
+
+/// The last key of a chunk that is not empty, and the average bytes of its rows (for sizing the next).
+fn chunk_tail(schema: &TableSchema, chunk: &SnapshotChunk) -> Option<(Row, usize)> {
+    match chunk {
+        SnapshotChunk::Rows(rows) => {
+            let last = rows.last()?;
+            let sample = &rows[..rows.len().min(200)];
+            let avg = sample.iter().map(row_bytes).sum::<usize>() / sample.len();
+            Some((schema.key_indexes().iter().map(|i| last[*i].clone()).collect(), avg))
+        }
+        SnapshotChunk::Raw(raw) if raw.rows > 0 => Some((raw.last_key.clone(), raw.data.len() / raw.rows)),
+        SnapshotChunk::Raw(_) => None,
+    }
+}
+
+/// Writes one snapshot chunk with `writer` (rows in the source's own form when `raw` says so); gives the
+/// writer back with the result, the row count and the chunk's last key.
 async fn write_chunk<'a>(
     ctx: &Arc<Context>,
     writer: &'a mut dyn Sink,
     schema: &Arc<TableSchema>,
+    raw: Option<&RawLayout>,
     keyidx: &[usize],
-    rows: Vec<Row>,
+    chunk: SnapshotChunk,
 ) -> (&'a mut dyn Sink, Result<()>, u64, Row) {
+    let rows = match (chunk, raw) {
+        (SnapshotChunk::Raw(c), Some(layout)) => {
+            let n = c.rows as u64;
+            ctx.stats.input(n, true);
+            let result = writer.write_raw(schema, layout, &c).await;
+            return (writer, result, n, c.last_key);
+        }
+        (SnapshotChunk::Raw(c), None) => {
+            let e = Error::internal("the snapshot reader sent rows in a form no sink accepted");
+            return (writer, Err(e), 0, c.last_key);
+        }
+        (SnapshotChunk::Rows(rows), _) => rows,
+    };
     let n = rows.len() as u64;
     ctx.stats.input(n, true);
     let last_key: Row = keyidx.iter().map(|i| rows[rows.len() - 1][*i].clone()).collect();

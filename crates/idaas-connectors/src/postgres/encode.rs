@@ -762,6 +762,13 @@ impl CopyRows {
         Ok(())
     }
 
+    /// Appends `rows` rows already in this format, back to back (from a binary `COPY ... TO STDOUT`
+    /// without its header and trailer).
+    pub fn push_encoded(&mut self, tuples: &[u8], rows: usize) {
+        self.buf.put_slice(tuples);
+        self.rows += rows;
+    }
+
     /// How many rows were appended.
     pub fn rows(&self) -> usize {
         self.rows

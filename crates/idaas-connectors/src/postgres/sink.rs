@@ -46,7 +46,7 @@
 
 use super::ddl::{self, PgTable};
 use super::encode::{Codec, CopyRows, Encoded, Params};
-use super::{Pg, classify, quote_ident, quote_table};
+use super::{Pg, classify, quote_ident, quote_table, snapshot};
 use crate::config::ConnectionConfig;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -54,8 +54,8 @@ use futures::SinkExt;
 use idaas_core::batch::{self, Group, Patch, Reduced};
 use idaas_core::connector;
 use idaas_core::{
-    ChangeEvent, CheckItem, CheckReport, ColumnSchema, DataType, Error, ErrorKind, Op, Result, Row, Sink,
-    TableRef, TableSchema, Value,
+    ChangeEvent, CheckItem, CheckReport, ColumnSchema, DataType, Error, ErrorKind, Op, RawChunk, RawLayout,
+    Result, Row, Sink, TableRef, TableSchema, Value,
 };
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -73,6 +73,9 @@ pub const PARALLEL_MIN_ROWS: usize = 2_000;
 
 /// Statement sizes (rows per statement), so each connection prepares few statements per table.
 const STATEMENT_ROWS: [usize; 9] = [256, 128, 64, 32, 16, 8, 4, 2, 1];
+
+/// OIDs below this belong to PostgreSQL's built-in objects (`FirstNormalObjectId`).
+const FIRST_NORMAL_OID: u32 = 16_384;
 
 /// PostgreSQL's limit on parameters in one statement.
 const MAX_PARAMS: usize = 65_535;
@@ -1011,6 +1014,68 @@ impl Sink for PgSink {
         tracing::debug!(table = %target, "primary key deferred to the end of the initial load");
         self.refresh(&source.table, target).await?;
         Ok(())
+    }
+
+    async fn accepts_raw(&mut self, source: &TableRef, layout: &RawLayout) -> Result<bool> {
+        let Some(t) = self.targets.get(source) else { return Ok(false) };
+        Ok(layout.format == snapshot::RAW_FORMAT
+            && layout.columns.iter().all(|(name, ty)| {
+                // A built-in type of the same declaration: its binary form is the same on both servers.
+                t.shape.column(name).is_some_and(|c| {
+                    !c.generated && c.ty.oid < FIRST_NORMAL_OID && c.ty.display == *ty
+                })
+            }))
+    }
+
+    async fn write_raw(&mut self, source: &TableSchema, layout: &RawLayout, chunk: &RawChunk) -> Result<()> {
+        let plan = self.plan(&source.table, source)?;
+        let t = self.targets.get(&source.table).ok_or_else(|| {
+            Error::internal(format!("no target prepared for source table {}", source.table))
+        })?;
+        let target = t.table.clone();
+        let mut cols = Vec::with_capacity(layout.columns.len());
+        let mut decl = Vec::with_capacity(layout.columns.len());
+        for (name, _) in &layout.columns {
+            let c = t.shape.column(name).ok_or_else(|| {
+                Error::internal(format!("target table {target} lost column '{name}' during the load"))
+            })?;
+            cols.push(quote_ident(&c.name));
+            decl.push(format!("{} {}", quote_ident(&c.name), c.ty.display));
+        }
+        // Without a key (deferred until the load ends) rows are plain inserts; the staged path then only
+        // runs when the direct COPY fails for another reason, and fails the same way.
+        let conflict = if t.shape.primary_key.is_empty() { String::new() } else { on_conflict(&plan) };
+        let cols = cols.join(", ");
+        let name = format!("{}_raw", plan.stage);
+        let mut data = CopyRows::new();
+        data.push_encoded(&chunk.data, chunk.rows);
+        let staged = Staged {
+            stage: Stage {
+                name: name.clone(),
+                create: format!("CREATE TEMPORARY TABLE {} ({})", quote_ident(&name), decl.join(", ")),
+            },
+            copy: format!("COPY pg_temp.{} ({cols}) FROM STDIN (FORMAT binary)", quote_ident(&name)),
+            data: data.finish(),
+            apply: format!(
+                "INSERT INTO {} ({cols}) SELECT {cols} FROM pg_temp.{} {conflict}",
+                quote_table(&target),
+                quote_ident(&name)
+            ),
+            rows: chunk.rows,
+            what: format!("write to {target}"),
+        };
+        let copy = format!("COPY {} ({cols}) FROM STDIN (FORMAT binary)", quote_table(&target));
+        let cfg = self.pg.config().clone();
+        let mut counts = WriteCounts::default();
+        let result = match self.conn(0).await {
+            Ok(conn) => apply(&cfg, conn, vec![Step::Direct { copy, staged }], &mut counts).await,
+            Err(e) => Err(e),
+        };
+        if result.is_err() {
+            self.drop_connection();
+        }
+        self.counts.add(counts);
+        result
     }
 
     async fn end_load(&mut self, source: &TableSchema, target: &TableRef) -> Result<()> {

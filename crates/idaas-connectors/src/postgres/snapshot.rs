@@ -24,11 +24,14 @@
 
 use super::replication::{self, SlotInfo, lsn_position, wire_error};
 use super::schema::{self, Described};
-use super::types::{self, PgType, TypeCache};
+use super::types::{self, PgKind, PgType, TypeCache};
 use super::wire::Session;
 use super::{Pg, classify, quote_ident, quote_literal, quote_table};
 use async_trait::async_trait;
-use idaas_core::{Error, ErrorKind, Position, Result, Row, SnapshotReader, TableRef, TableSchema, Value};
+use idaas_core::{
+    Error, ErrorKind, Position, RawChunk, RawLayout, Result, Row, SnapshotChunk, SnapshotReader, TableRef,
+    TableSchema, Value,
+};
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -222,6 +225,163 @@ fn decode_row(name: &str, table: &TableSchema, types: &[PgType], line: &[u8]) ->
     Ok(row)
 }
 
+/// The form of [`RawLayout`]s of this source: tuples of binary `COPY`, without header and trailer.
+pub const RAW_FORMAT: &str = "postgres-binary-copy";
+
+/// What a value of one column must be for its binary form to pass without decoding: values the decoded
+/// path refuses (see [`super::types`]) send the chunk down that path instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RawCheck {
+    /// Every value passes.
+    Any,
+    /// `numeric`: finite (not NaN or ±Infinity).
+    Numeric,
+    /// `date`: a day of the years 1 to 9999.
+    Date,
+    /// `timestamp` and `timestamptz`: an instant of the years 1 to 9999.
+    Timestamp,
+}
+
+/// Days from 0001-01-01 to 2000-01-01 (PostgreSQL's epoch for dates and timestamps).
+const DAYS_BEFORE_2000: i64 = 730_119;
+/// Days from 2000-01-01 to 9999-12-31.
+const DAYS_TO_9999_12_31: i64 = 2_921_939;
+const MICROS_PER_DAY: i64 = 86_400_000_000;
+
+impl RawCheck {
+    /// The check for a column of `kind`, or `None` when the kind never passes without decoding (arrays,
+    /// enums and types without a mapping: their binary form names type OIDs of the source, or the decoded
+    /// path checks their elements).
+    fn of(kind: &PgKind) -> Option<RawCheck> {
+        Some(match kind {
+            PgKind::Bool
+            | PgKind::Int2
+            | PgKind::Int4
+            | PgKind::Int8
+            | PgKind::Oid
+            | PgKind::Float4
+            | PgKind::Float8
+            | PgKind::Text
+            | PgKind::Bytea
+            | PgKind::Time
+            | PgKind::TimeTz
+            | PgKind::Interval
+            | PgKind::Uuid
+            | PgKind::Json
+            | PgKind::Bit(_) => RawCheck::Any,
+            PgKind::Numeric => RawCheck::Numeric,
+            PgKind::Date => RawCheck::Date,
+            PgKind::Timestamp | PgKind::TimestampTz => RawCheck::Timestamp,
+            PgKind::Enum | PgKind::Array { .. } | PgKind::Other => return None,
+        })
+    }
+
+    /// True when the binary value `v` passes.
+    fn passes(self, v: &[u8]) -> bool {
+        match self {
+            RawCheck::Any => true,
+            // ndigits, weight, sign, dscale: a sign of 0x0000 or 0x4000 is a finite number.
+            RawCheck::Numeric => v.len() >= 8 && matches!(u16::from_be_bytes([v[4], v[5]]), 0 | 0x4000),
+            RawCheck::Date => <[u8; 4]>::try_from(v).is_ok_and(|b| {
+                (-DAYS_BEFORE_2000..=DAYS_TO_9999_12_31).contains(&(i32::from_be_bytes(b) as i64))
+            }),
+            RawCheck::Timestamp => <[u8; 8]>::try_from(v).is_ok_and(|b| {
+                let lo = -DAYS_BEFORE_2000 * MICROS_PER_DAY;
+                let hi = (DAYS_TO_9999_12_31 + 1) * MICROS_PER_DAY - 1;
+                (lo..=hi).contains(&i64::from_be_bytes(b))
+            }),
+        }
+    }
+}
+
+/// Decodes the binary form of a key value, for the key kinds a raw load supports; `None` for others.
+fn raw_key_value(kind: &PgKind, v: &[u8]) -> Option<Value> {
+    Some(match kind {
+        PgKind::Int2 => Value::Int(i16::from_be_bytes(v.try_into().ok()?) as i64),
+        PgKind::Int4 => Value::Int(i32::from_be_bytes(v.try_into().ok()?) as i64),
+        PgKind::Int8 => Value::Int(i64::from_be_bytes(v.try_into().ok()?)),
+        PgKind::Oid => Value::UInt(u32::from_be_bytes(v.try_into().ok()?) as u64),
+        PgKind::Text => Value::Text(std::str::from_utf8(v).ok()?.to_string()),
+        PgKind::Uuid => Value::Uuid(v.try_into().ok()?),
+        PgKind::Bytea => Value::Bytes(v.to_vec()),
+        _ => return None,
+    })
+}
+
+/// The rows of a binary `COPY` stream: checked column by column, counted, and the last one's key decoded.
+#[derive(Debug, PartialEq)]
+struct RawRows {
+    /// Where the tuples start and end in the stream (header and trailer left out).
+    body: std::ops::Range<usize>,
+    rows: usize,
+    /// The last row's key, `None` when there is no row.
+    last_key: Option<Row>,
+}
+
+/// Walks a complete binary `COPY` stream of rows with `checks.len()` columns. `Ok(None)` when a value
+/// fails its check; an error when the stream is malformed.
+fn walk_raw(
+    data: &[u8],
+    checks: &[RawCheck],
+    key: &[(usize, PgKind)],
+) -> std::result::Result<Option<RawRows>, String> {
+    const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
+    let take = |at: &mut usize, n: usize| -> std::result::Result<std::ops::Range<usize>, String> {
+        let r = *at..at.checked_add(n).filter(|e| *e <= data.len()).ok_or("the stream ends inside a row")?;
+        *at = r.end;
+        Ok(r)
+    };
+    if !data.starts_with(SIGNATURE) {
+        return Err("the stream does not start with the binary COPY signature".into());
+    }
+    let mut at = SIGNATURE.len() + 4;
+    let ext = take(&mut at, 4)?;
+    let ext = u32::from_be_bytes(data[ext].try_into().expect("4 bytes")) as usize;
+    take(&mut at, ext)?;
+    let start = at;
+    let mut rows = 0;
+    let mut fields: Vec<Option<std::ops::Range<usize>>> = vec![None; checks.len()];
+    loop {
+        let n = take(&mut at, 2)?;
+        let n = i16::from_be_bytes(data[n].try_into().expect("2 bytes"));
+        if n == -1 {
+            break;
+        }
+        if n as usize != checks.len() {
+            return Err(format!("a row has {n} fields for {} columns", checks.len()));
+        }
+        for (i, check) in checks.iter().enumerate() {
+            let len = take(&mut at, 4)?;
+            let len = i32::from_be_bytes(data[len].try_into().expect("4 bytes"));
+            fields[i] = if len < 0 {
+                None
+            } else {
+                let v = take(&mut at, len as usize)?;
+                if !check.passes(&data[v.clone()]) {
+                    return Ok(None);
+                }
+                Some(v)
+            };
+        }
+        rows += 1;
+    }
+    let body = start..at - 2;
+    if at != data.len() {
+        return Err("bytes follow the binary COPY trailer".into());
+    }
+    let last_key = if rows == 0 {
+        None
+    } else {
+        let mut k = Vec::with_capacity(key.len());
+        for (i, kind) in key {
+            let v = fields[*i].clone().ok_or("a key value is NULL")?;
+            k.push(raw_key_value(kind, &data[v]).ok_or("a key value does not decode")?);
+        }
+        Some(k)
+    };
+    Ok(Some(RawRows { body, rows, last_key }))
+}
+
 /// Builds `SELECT ... FROM t [WHERE (k...) > (literals)] ORDER BY k... LIMIT n`.
 pub fn chunk_query(
     table: &TableSchema,
@@ -254,27 +414,17 @@ pub fn chunk_query(
     Ok(sql)
 }
 
-#[async_trait]
-impl SnapshotReader for PgSnapshot {
-    fn position(&self) -> &Position {
-        &self.position
-    }
-
-    async fn read_chunk(
-        &mut self,
-        table: &TableSchema,
-        after_key: Option<&Row>,
-        limit: usize,
-    ) -> Result<Vec<Row>> {
+impl PgSnapshot {
+    /// The source types of `table`'s columns (the caller's schema), found in the table by name.
+    async fn column_types(&mut self, table: &TableSchema) -> Result<Vec<PgType>> {
+        let name = table.table.to_string();
         if table.primary_key.is_empty() {
             return Err(Error::new(
                 ErrorKind::Unsupported,
-                format!("table {} has no primary key; add one to copy it", table.table),
+                format!("table {name} has no primary key; add one to copy it"),
             ));
         }
-        let name = table.table.to_string();
-        let d = self.described(&table.table).await?.clone();
-        // Each column of the caller's schema, found in the table by name.
+        let d = self.described(&table.table).await?;
         let mut types = Vec::with_capacity(table.columns.len());
         for c in &table.columns {
             let i = d.schema.column_index(&c.name).ok_or_else(|| {
@@ -288,40 +438,133 @@ impl SnapshotReader for PgSnapshot {
             })?;
             types.push(d.types[i].clone());
         }
-        let sql = chunk_query(table, &d, after_key, limit)
+        Ok(types)
+    }
+
+    /// `COPY (chunk query) TO STDOUT` with `options`; hands each message to `each` as it arrives, while
+    /// the server reads the next rows.
+    async fn copy_chunk(
+        &mut self,
+        table: &TableSchema,
+        after_key: Option<&Row>,
+        limit: usize,
+        options: &str,
+        mut each: impl FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let name = table.table.to_string();
+        let d = self.described(&table.table).await?;
+        let sql = chunk_query(table, d, after_key, limit)
             .map_err(|why| Error::new(ErrorKind::InvalidInput, format!("table {name}: {why}")))?;
-        // COPY ... TO STDOUT streams the same text output as a query, without a message per row.
-        let copy = format!("COPY ({sql}) TO STDOUT");
+        let copy = format!("COPY ({sql}) TO STDOUT{options}");
         let stream = self
             .client
             .copy_out(copy.as_str())
             .await
             .map_err(|e| classify(self.pg.config(), e, "snapshot read"))?;
         futures::pin_mut!(stream);
-        // The server sends each row in a message of its own: rows are decoded as they arrive, while the
-        // server reads the next ones.
+        while let Some(bytes) = futures::StreamExt::next(&mut stream).await {
+            each(&bytes.map_err(|e| classify(self.pg.config(), e, "snapshot read"))?)?;
+        }
+        Ok(())
+    }
+
+    /// The per-column checks and the key (position and kind) of a raw load of `table`; `None` when a
+    /// column or key type cannot pass without decoding.
+    async fn raw_plan(&mut self, table: &TableSchema) -> Result<Option<(Vec<PgType>, RawPlan)>> {
+        let types = self.column_types(table).await?;
+        let Some(checks) = types.iter().map(|t| RawCheck::of(&t.kind)).collect::<Option<Vec<_>>>() else {
+            return Ok(None);
+        };
+        let mut key = Vec::with_capacity(table.primary_key.len());
+        for i in table.key_indexes() {
+            let kind = &types[i].kind;
+            if !matches!(
+                kind,
+                PgKind::Int2 | PgKind::Int4 | PgKind::Int8 | PgKind::Oid | PgKind::Text | PgKind::Uuid | PgKind::Bytea
+            ) {
+                return Ok(None);
+            }
+            key.push((i, kind.clone()));
+        }
+        Ok(Some((types, RawPlan { checks, key })))
+    }
+}
+
+/// How the rows of one table are checked on the way through ([`PgSnapshot::raw_plan`]).
+struct RawPlan {
+    checks: Vec<RawCheck>,
+    key: Vec<(usize, PgKind)>,
+}
+
+#[async_trait]
+impl SnapshotReader for PgSnapshot {
+    fn position(&self) -> &Position {
+        &self.position
+    }
+
+    async fn read_chunk(
+        &mut self,
+        table: &TableSchema,
+        after_key: Option<&Row>,
+        limit: usize,
+    ) -> Result<Vec<Row>> {
+        let name = table.table.to_string();
+        let types = self.column_types(table).await?;
+        // The server sends each row in a message of its own: rows are decoded as they arrive.
         let mut out = Vec::with_capacity(limit.min(65_536));
         let mut rest = Vec::new();
-        while let Some(bytes) = futures::StreamExt::next(&mut stream).await {
-            let bytes = bytes.map_err(|e| classify(self.pg.config(), e, "snapshot read"))?;
+        self.copy_chunk(table, after_key, limit, "", |bytes| {
             // A message normally ends with its row's newline; a row split over messages is put together.
             let data: &[u8] = if rest.is_empty() {
-                &bytes
+                bytes
             } else {
-                rest.extend_from_slice(&bytes);
+                rest.extend_from_slice(bytes);
                 &rest
             };
             let complete = data.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
             for line in data[..complete].split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
                 out.push(decode_row(&name, table, &types, line)?);
             }
-            let tail = data[complete..].to_vec();
-            rest = tail;
-        }
+            rest = data[complete..].to_vec();
+            Ok(())
+        })
+        .await?;
         if !rest.is_empty() {
             out.push(decode_row(&name, table, &types, &rest)?);
         }
         Ok(out)
+    }
+
+    async fn raw_layout(&mut self, table: &TableSchema) -> Result<Option<RawLayout>> {
+        let Some((types, _)) = self.raw_plan(table).await? else { return Ok(None) };
+        let columns = table.columns.iter().zip(&types).map(|(c, t)| (c.name.clone(), t.name.clone())).collect();
+        Ok(Some(RawLayout { format: RAW_FORMAT, columns }))
+    }
+
+    async fn read_raw(
+        &mut self,
+        table: &TableSchema,
+        after_key: Option<&Row>,
+        limit: usize,
+    ) -> Result<SnapshotChunk> {
+        let Some((_, plan)) = self.raw_plan(table).await? else {
+            return Ok(SnapshotChunk::Rows(self.read_chunk(table, after_key, limit).await?));
+        };
+        let mut data = Vec::new();
+        self.copy_chunk(table, after_key, limit, " (FORMAT binary)", |bytes| {
+            data.extend_from_slice(bytes);
+            Ok(())
+        })
+        .await?;
+        let walked = walk_raw(&data, &plan.checks, &plan.key)
+            .map_err(|why| Error::internal(format!("table {}: binary snapshot read: {why}", table.table)))?;
+        let Some(walked) = walked else {
+            // A value the decoded path refuses or checks: read this chunk again that way.
+            return Ok(SnapshotChunk::Rows(self.read_chunk(table, after_key, limit).await?));
+        };
+        data.truncate(walked.body.end);
+        data.drain(..walked.body.start);
+        Ok(SnapshotChunk::Raw(RawChunk { data, rows: walked.rows, last_key: walked.last_key.unwrap_or_default() }))
     }
 
     async fn finish(self: Box<Self>) -> Result<()> {
