@@ -1,16 +1,18 @@
 //! PostgreSQL source tests: checks, discovery of every type, the exported-snapshot hand-over to the stream,
-//! TOAST, a large transaction, acknowledgement, heartbeats, schema changes, release and a server crash.
+//! TOAST, a large transaction, acknowledgement, heartbeats, schema changes, release, a server crash, and the
+//! initial load's binary rows passed to a PostgreSQL sink without decoding.
 
 use futures::StreamExt;
 use idaas_connectors::postgres::source::PgSource;
-use idaas_connectors::postgres::{Pg, types::MAX_FIELD_BYTES};
+use idaas_connectors::postgres::{Pg, PgSink, types::MAX_FIELD_BYTES};
 use idaas_connectors::{ConnectionConfig, ConnectorKind};
 use idaas_core::value::utc_to_timestamp;
 use idaas_core::{
-    ChangeEvent, ChangeStream, Charset, DataType, Date, DateTime, ErrorKind, Op, Position, Row, Source,
-    TableRef, TableSchema, Time, Value,
+    ChangeEvent, ChangeStream, Charset, DataType, Date, DateTime, ErrorKind, Op, Position, Row, Sink,
+    SnapshotChunk, Source, TableRef, TableSchema, Time, Value,
 };
 use idaas_testkit::{Postgres, PostgresOptions};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn pg_as(server: &Postgres, user: &str, password: &str) -> Pg {
@@ -657,4 +659,124 @@ async fn partitioned_tables_are_read_and_streamed_through_their_root() {
     };
     assert_eq!(err.kind, ErrorKind::Unsupported, "{err:?}");
     assert!(err.message.contains("some partitions of table public.p were truncated"), "{}", err.message);
+}
+
+/// Built-in types whose binary form passes from a source to a target of the same types without decoding.
+const RAW_TYPES: &str = "
+CREATE TABLE raw_types (
+  id bigint PRIMARY KEY,
+  i2 smallint, i4 integer, num numeric(20,6), num_any numeric, f4 real, f8 double precision,
+  t text, vc varchar(20), ch char(3), b bytea, flag boolean,
+  d date, tm time(3), tmtz timetz, ts timestamp, tstz timestamptz,
+  iv interval, u uuid, jb jsonb, bits bit(4), ai integer[], at text[], ip inet
+);
+INSERT INTO raw_types VALUES
+  (1, -32768, 2147483647, '-12345678901234.123456', '3.141592653589793238462643383279502884197', 'NaN',
+   '-Infinity', E'Zoë \\t \"quoted\" \\\\ back\\n', 'varchar', 'ab', '\\x00ff10', true, '0001-01-01',
+   '24:00:00', '10:30:00+02', '9999-12-31 23:59:59.999999', '0001-01-01 00:00:00+00',
+   '-1 year 2 mons 3 days 04:05:06.5', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11',
+   '{\"b\": 1, \"a\": 2}', B'0101', '{{1,2},{3,NULL}}', '{\"x y\",NULL,\"\"}', '192.168.0.1/24');
+INSERT INTO raw_types (id, ai) VALUES (2, '{}');
+INSERT INTO raw_types (id, i4, num, t, d, ts)
+  SELECT g, g, g * 1.5, repeat('x', g * 100), '2024-01-01'::date + g, '2024-01-01'::timestamp + g * interval '1 s'
+  FROM generate_series(3, 10) g;";
+
+/// The rows of `table` as one digest of their text forms, in key order.
+fn digest(server: &Postgres, table: &str) -> String {
+    server
+        .sql(&format!("SELECT count(*) || ' ' || md5(string_agg(t::text, '|' ORDER BY id)) FROM {table} t"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_initial_load_passes_binary_rows_through_to_a_target_of_the_same_types() {
+    let server = Postgres::start().unwrap();
+    server.sql(RAW_TYPES).unwrap();
+    let source = PgSource::new(pg(&server), "raw").with_tables([t("raw_types")]);
+    let schema = Arc::new(source.describe(&t("raw_types")).await.unwrap());
+    let target = t("raw_copy");
+    let mut sink = PgSink::new(pg(&server));
+    assert!(sink.prepare(&schema, &target, true).await.unwrap());
+    sink.begin_load(&schema, &target, None, true).await.unwrap();
+
+    let mut snap = source.snapshot().await.unwrap();
+    let layout = snap.raw_layout(&schema).await.unwrap().expect("every column passes through");
+    assert_eq!(layout.columns[9], ("ch".to_string(), "character(3)".to_string()));
+    assert!(sink.accepts_raw(&schema.table, &layout).await.unwrap());
+    let mut chunks = Vec::new();
+    let mut after: Option<Row> = None;
+    loop {
+        let chunk = match snap.read_raw(&schema, after.as_ref(), 4).await.unwrap() {
+            SnapshotChunk::Raw(c) => c,
+            SnapshotChunk::Rows(rows) => panic!("decoded rows instead of binary ones: {rows:?}"),
+        };
+        if chunk.rows == 0 {
+            break;
+        }
+        after = Some(chunk.last_key.clone());
+        sink.write_raw(&schema, &layout, &chunk).await.unwrap();
+        chunks.push(chunk);
+    }
+    snap.finish().await.unwrap();
+    assert_eq!(chunks.iter().map(|c| c.rows).collect::<Vec<_>>(), [4, 4, 2]);
+    assert_eq!(after, Some(vec![Value::Int(10)]));
+
+    // A resumed load sends the last chunk again while the key is deferred: the copy is removed with it.
+    sink.write_raw(&schema, &layout, &chunks[2]).await.unwrap();
+    assert_eq!(server.sql("SELECT count(*) FROM raw_copy").unwrap().trim(), "12");
+    sink.end_load(&schema, &target).await.unwrap();
+    assert_eq!(digest(&server, "raw_copy"), digest(&server, "raw_types"));
+    assert!(digest(&server, "raw_copy").starts_with("10 "));
+
+    // With the key in place a chunk sent again is upserted: rows changed since are set back.
+    server.sql("UPDATE raw_copy SET i4 = 0, t = 'changed' WHERE id <= 4").unwrap();
+    sink.write_raw(&schema, &layout, &chunks[0]).await.unwrap();
+    assert_eq!(digest(&server, "raw_copy"), digest(&server, "raw_types"));
+
+    // A target column of another type (even a wider one) takes decoded rows; so does json, which
+    // AutoCreate declares as jsonb.
+    server.sql("CREATE TABLE raw_wider (LIKE raw_types INCLUDING ALL); ALTER TABLE raw_wider ALTER i4 TYPE bigint").unwrap();
+    let mut other = PgSink::new(pg(&server));
+    assert!(!other.prepare(&schema, &t("raw_wider"), false).await.unwrap());
+    assert!(!other.accepts_raw(&schema.table, &layout).await.unwrap());
+    // So does a source table with a column whose binary form names source OIDs (enums, arrays).
+    server.sql(EVERY_TYPE).unwrap();
+    let every = source.describe(&t("every_type")).await.unwrap();
+    let mut snap = source.snapshot().await.unwrap();
+    assert_eq!(snap.raw_layout(&every).await.unwrap(), None);
+    snap.finish().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_rows_with_values_the_decoded_path_refuses_are_refused_the_same_way() {
+    let server = Postgres::start().unwrap();
+    server
+        .sql(
+            "CREATE TABLE raw_bad (id int PRIMARY KEY, num numeric, d date, ts timestamptz, a int[]);
+             INSERT INTO raw_bad (id, num, d, ts, a) VALUES
+               (1, 1.5, '2024-01-01', '2024-01-01 00:00+00', '{1,2}'), (2, 'NaN', NULL, NULL, NULL),
+               (3, '-Infinity', NULL, NULL, NULL), (4, NULL, 'infinity', NULL, NULL),
+               (5, NULL, '0044-03-15 BC', NULL, NULL), (6, NULL, NULL, '-infinity', NULL),
+               (7, NULL, NULL, '10000-01-01 00:00+00', NULL), (8, NULL, NULL, NULL, '[2:3]={1,2}');",
+        )
+        .unwrap();
+    let source = PgSource::new(pg(&server), "rawbad").with_tables([t("raw_bad")]);
+    let schema = source.describe(&t("raw_bad")).await.unwrap();
+    let mut snap = source.snapshot().await.unwrap();
+    assert!(snap.raw_layout(&schema).await.unwrap().is_some());
+    match snap.read_raw(&schema, None, 1).await.unwrap() {
+        SnapshotChunk::Raw(c) => assert_eq!((c.rows, c.last_key), (1, vec![Value::Int(1)])),
+        SnapshotChunk::Rows(rows) => panic!("decoded rows for a row that passes: {rows:?}"),
+    }
+    for id in 2..=8 {
+        let after = vec![Value::Int(id - 1)];
+        let raw = snap.read_raw(&schema, Some(&after), 1).await.expect_err("refused");
+        let decoded = snap.read_chunk(&schema, Some(&after), 1).await.expect_err("refused");
+        assert_eq!(raw.kind, ErrorKind::Unsupported, "row {id}: {raw}");
+        assert_eq!(raw.to_string(), decoded.to_string(), "row {id}");
+        assert!(raw.to_string().contains("raw_bad"), "{raw}");
+    }
+    snap.finish().await.unwrap();
 }

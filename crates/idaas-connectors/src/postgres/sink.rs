@@ -548,6 +548,18 @@ fn write_error(cfg: &ConnectionConfig, e: tokio_postgres::Error, what: &str) -> 
     err
 }
 
+/// A declared type with the precision 6 of times, timestamps and intervals left out (it is their default:
+/// `timestamp(6)` and `timestamp` are the same type). Any other modifier must match exactly: a narrower
+/// one on the target would round or cut values on the way in.
+fn raw_type(display: &str) -> std::borrow::Cow<'_, str> {
+    for t in ["timestamp", "time", "interval"] {
+        if let Some(rest) = display.strip_prefix(t).and_then(|r| r.strip_prefix("(6)")) {
+            return format!("{t}{rest}").into();
+        }
+    }
+    display.into()
+}
+
 fn names(plan: &Plan, idx: &[usize]) -> String {
     idx.iter().map(|i| plan.cols[*i].name.as_str()).collect::<Vec<_>>().join(", ")
 }
@@ -1022,7 +1034,7 @@ impl Sink for PgSink {
             && layout.columns.iter().all(|(name, ty)| {
                 // A built-in type of the same declaration: its binary form is the same on both servers.
                 t.shape.column(name).is_some_and(|c| {
-                    !c.generated && c.ty.oid < FIRST_NORMAL_OID && c.ty.display == *ty
+                    !c.generated && c.ty.oid < FIRST_NORMAL_OID && raw_type(&c.ty.display) == raw_type(ty)
                 })
             }))
     }
@@ -1138,6 +1150,16 @@ impl Sink for PgSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn raw_types_ignore_only_the_default_precision_of_times() {
+        assert_eq!(raw_type("timestamp(6) without time zone"), "timestamp without time zone");
+        assert_eq!(raw_type("time(6) with time zone"), "time with time zone");
+        assert_eq!(raw_type("interval(6)"), "interval");
+        assert_eq!(raw_type("timestamp(3) without time zone"), "timestamp(3) without time zone");
+        assert_eq!(raw_type("character varying(6)"), "character varying(6)");
+        assert_eq!(raw_type("numeric(6,0)"), "numeric(6,0)");
+    }
 
     #[test]
     fn statements_use_few_sizes() {

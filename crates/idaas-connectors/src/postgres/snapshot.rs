@@ -240,6 +240,8 @@ enum RawCheck {
     Date,
     /// `timestamp` and `timestamptz`: an instant of the years 1 to 9999.
     Timestamp,
+    /// An array of elements that need no check: every lower bound is 1.
+    Array,
 }
 
 /// Days from 0001-01-01 to 2000-01-01 (PostgreSQL's epoch for dates and timestamps).
@@ -249,9 +251,10 @@ const DAYS_TO_9999_12_31: i64 = 2_921_939;
 const MICROS_PER_DAY: i64 = 86_400_000_000;
 
 impl RawCheck {
-    /// The check for a column of `kind`, or `None` when the kind never passes without decoding (arrays,
-    /// enums and types without a mapping: their binary form names type OIDs of the source, or the decoded
-    /// path checks their elements).
+    /// The check for a column of `kind`, or `None` when the kind never passes without decoding: enums
+    /// (their type is the user's own) and arrays whose elements need a check or are arrays of types
+    /// without a mapping. A type without a mapping passes when the target has the same built-in type
+    /// ([`Sink::accepts_raw`](idaas_core::Sink::accepts_raw) of the PostgreSQL sink checks that).
     fn of(kind: &PgKind) -> Option<RawCheck> {
         Some(match kind {
             PgKind::Bool
@@ -268,11 +271,18 @@ impl RawCheck {
             | PgKind::Interval
             | PgKind::Uuid
             | PgKind::Json
-            | PgKind::Bit(_) => RawCheck::Any,
+            | PgKind::Bit(_)
+            | PgKind::Other => RawCheck::Any,
             PgKind::Numeric => RawCheck::Numeric,
             PgKind::Date => RawCheck::Date,
             PgKind::Timestamp | PgKind::TimestampTz => RawCheck::Timestamp,
-            PgKind::Enum | PgKind::Array { .. } | PgKind::Other => return None,
+            PgKind::Array { element, .. }
+                if !matches!(element.kind, PgKind::Other | PgKind::Array { .. })
+                    && RawCheck::of(&element.kind) == Some(RawCheck::Any) =>
+            {
+                RawCheck::Array
+            }
+            PgKind::Enum | PgKind::Array { .. } => return None,
         })
     }
 
@@ -285,6 +295,18 @@ impl RawCheck {
             RawCheck::Date => <[u8; 4]>::try_from(v).is_ok_and(|b| {
                 (-DAYS_BEFORE_2000..=DAYS_TO_9999_12_31).contains(&(i32::from_be_bytes(b) as i64))
             }),
+            // ndim, has-nulls flag, element type, then (length, lower bound) per dimension: the decoded
+            // path refuses bounds other than 1.
+            RawCheck::Array => {
+                let word =
+                    |i: usize| v.get(i * 4..i * 4 + 4).map(|b| i32::from_be_bytes(b.try_into().expect("4")));
+                match word(0) {
+                    Some(ndim) if (0..=6).contains(&ndim) => {
+                        (0..ndim as usize).all(|d| word(3 + 2 * d + 1) == Some(1))
+                    }
+                    _ => false,
+                }
+            }
             RawCheck::Timestamp => <[u8; 8]>::try_from(v).is_ok_and(|b| {
                 let lo = -DAYS_BEFORE_2000 * MICROS_PER_DAY;
                 let hi = (DAYS_TO_9999_12_31 + 1) * MICROS_PER_DAY - 1;
@@ -480,7 +502,13 @@ impl PgSnapshot {
             let kind = &types[i].kind;
             if !matches!(
                 kind,
-                PgKind::Int2 | PgKind::Int4 | PgKind::Int8 | PgKind::Oid | PgKind::Text | PgKind::Uuid | PgKind::Bytea
+                PgKind::Int2
+                    | PgKind::Int4
+                    | PgKind::Int8
+                    | PgKind::Oid
+                    | PgKind::Text
+                    | PgKind::Uuid
+                    | PgKind::Bytea
             ) {
                 return Ok(None);
             }
@@ -537,7 +565,8 @@ impl SnapshotReader for PgSnapshot {
 
     async fn raw_layout(&mut self, table: &TableSchema) -> Result<Option<RawLayout>> {
         let Some((types, _)) = self.raw_plan(table).await? else { return Ok(None) };
-        let columns = table.columns.iter().zip(&types).map(|(c, t)| (c.name.clone(), t.name.clone())).collect();
+        let columns =
+            table.columns.iter().zip(&types).map(|(c, t)| (c.name.clone(), t.name.clone())).collect();
         Ok(Some(RawLayout { format: RAW_FORMAT, columns }))
     }
 
@@ -564,7 +593,11 @@ impl SnapshotReader for PgSnapshot {
         };
         data.truncate(walked.body.end);
         data.drain(..walked.body.start);
-        Ok(SnapshotChunk::Raw(RawChunk { data, rows: walked.rows, last_key: walked.last_key.unwrap_or_default() }))
+        Ok(SnapshotChunk::Raw(RawChunk {
+            data,
+            rows: walked.rows,
+            last_key: walked.last_key.unwrap_or_default(),
+        }))
     }
 
     async fn finish(self: Box<Self>) -> Result<()> {
@@ -576,6 +609,135 @@ impl SnapshotReader for PgSnapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use idaas_core::DataType;
+
+    /// A binary COPY stream of `rows`, each a list of fields (`None` is NULL).
+    fn stream(rows: &[Vec<Option<Vec<u8>>>]) -> Vec<u8> {
+        let mut out = b"PGCOPY\n\xff\r\n\0".to_vec();
+        out.extend(0i32.to_be_bytes());
+        out.extend(2i32.to_be_bytes());
+        out.extend([7, 7]); // a header extension, skipped
+        for r in rows {
+            out.extend((r.len() as i16).to_be_bytes());
+            for f in r {
+                match f {
+                    None => out.extend((-1i32).to_be_bytes()),
+                    Some(v) => {
+                        out.extend((v.len() as i32).to_be_bytes());
+                        out.extend(v);
+                    }
+                }
+            }
+        }
+        out.extend((-1i16).to_be_bytes());
+        out
+    }
+
+    fn numeric(sign: u16) -> Vec<u8> {
+        [1i16.to_be_bytes(), 0i16.to_be_bytes(), sign.to_be_bytes(), 0i16.to_be_bytes(), 7i16.to_be_bytes()]
+            .concat()
+    }
+
+    #[test]
+    fn raw_rows_are_counted_checked_and_keyed() {
+        let checks = [RawCheck::Any, RawCheck::Numeric, RawCheck::Any];
+        let key = [(2, PgKind::Text), (0, PgKind::Int4)];
+        let rows = vec![
+            vec![Some(1i32.to_be_bytes().to_vec()), Some(numeric(0)), Some(b"a".to_vec())],
+            vec![Some(2i32.to_be_bytes().to_vec()), None, Some("zoë".as_bytes().to_vec())],
+        ];
+        let data = stream(&rows);
+        let walked = walk_raw(&data, &checks, &key).unwrap().unwrap();
+        assert_eq!(walked.rows, 2);
+        assert_eq!(walked.last_key, Some(vec![Value::Text("zoë".into()), Value::Int(2)]));
+        // The body is the rows without header (19 bytes, 2 of extension) and trailer.
+        assert_eq!(walked.body, 21..data.len() - 2);
+        assert_eq!(&data[walked.body.start..walked.body.start + 2], &3i16.to_be_bytes());
+
+        let empty = walk_raw(&stream(&[]), &checks, &key).unwrap().unwrap();
+        assert_eq!((empty.rows, empty.last_key), (0, None));
+
+        // NaN (0xC000) and ±Infinity (0xD000, 0xF000) go the decoded way; a negative number passes.
+        for (sign, passes) in [(0x4000, true), (0xC000, false), (0xD000, false), (0xF000, false)] {
+            let data = stream(&[vec![Some(1i32.to_be_bytes().to_vec()), Some(numeric(sign)), None]]);
+            let key = [(0, PgKind::Int4)];
+            assert_eq!(walk_raw(&data, &checks, &key).unwrap().is_some(), passes, "sign {sign:#x}");
+        }
+
+        // Malformed streams are errors, not rows.
+        assert!(walk_raw(&data[..data.len() - 5], &checks, &key).is_err());
+        assert!(walk_raw(&data[1..], &checks, &key).is_err());
+        let mut extra = data.clone();
+        extra.push(0);
+        assert!(walk_raw(&extra, &checks, &key).is_err());
+        assert!(walk_raw(&data, &checks[..2], &key).is_err(), "a row with more fields than columns");
+        let null_key = stream(&[vec![None, None, Some(b"a".to_vec())]]);
+        assert!(walk_raw(&null_key, &checks, &key).is_err());
+    }
+
+    #[test]
+    fn raw_dates_and_timestamps_pass_within_the_years_1_to_9999() {
+        let date = |days: i64| (days as i32).to_be_bytes().to_vec();
+        let ts = |micros: i64| micros.to_be_bytes().to_vec();
+        let day = MICROS_PER_DAY;
+        // 0001-01-01 and 9999-12-31 are the first and last days; infinity is i32/i64 MAX and MIN.
+        for (v, ok) in [
+            (date(-730_119), true),
+            (date(-730_120), false),
+            (date(2_921_939), true),
+            (date(2_921_940), false),
+            (date(i32::MAX as i64), false),
+            (date(i32::MIN as i64), false),
+            (date(0), true),
+        ] {
+            assert_eq!(RawCheck::Date.passes(&v), ok, "{v:?}");
+        }
+        for (v, ok) in [
+            (ts(-730_119 * day), true),
+            (ts(-730_119 * day - 1), false),
+            (ts(2_921_940 * day - 1), true),
+            (ts(2_921_940 * day), false),
+            (ts(i64::MAX), false),
+            (ts(i64::MIN), false),
+        ] {
+            assert_eq!(RawCheck::Timestamp.passes(&v), ok, "{v:?}");
+        }
+        assert!(!RawCheck::Date.passes(&[0; 3]));
+        assert!(RawCheck::of(&PgKind::Enum).is_none());
+        let array = |kind: PgKind| PgKind::Array {
+            element: Box::new(PgType {
+                kind,
+                data_type: DataType::Bool,
+                name: String::new(),
+                delimiter: ',',
+            }),
+            delimiter: ',',
+        };
+        assert_eq!(RawCheck::of(&array(PgKind::Int4)), Some(RawCheck::Array));
+        assert_eq!(RawCheck::of(&array(PgKind::Numeric)), None, "elements that need a check");
+        assert_eq!(RawCheck::of(&array(PgKind::Other)), None);
+        assert_eq!(RawCheck::of(&array(PgKind::Enum)), None);
+    }
+
+    #[test]
+    fn raw_arrays_pass_with_lower_bounds_of_one() {
+        let array = |dims: &[(i32, i32)]| {
+            let mut v = Vec::new();
+            for w in [dims.len() as i32, 0, 23] {
+                v.extend(w.to_be_bytes());
+            }
+            for (len, lower) in dims {
+                v.extend(len.to_be_bytes());
+                v.extend(lower.to_be_bytes());
+            }
+            v
+        };
+        assert!(RawCheck::Array.passes(&array(&[])), "an empty array");
+        assert!(RawCheck::Array.passes(&array(&[(2, 1), (3, 1)])));
+        assert!(!RawCheck::Array.passes(&array(&[(2, 1), (3, 0)])));
+        assert!(!RawCheck::Array.passes(&array(&[(2, 2)])));
+        assert!(!RawCheck::Array.passes(&array(&[(2, 1)])[..14]));
+    }
 
     #[test]
     fn copy_text_fields_unescape() {
