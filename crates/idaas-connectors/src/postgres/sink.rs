@@ -14,7 +14,9 @@
 //!   one `INSERT ... SELECT ... ON CONFLICT (key) DO UPDATE`.
 //! - The initial load (batches of snapshot reads only) is copied straight into the target table; when a
 //!   resumed load resends rows the target already holds, the `COPY` fails on the primary key, is rolled back
-//!   to a savepoint and the same rows are upserted through the staging table instead.
+//!   to a savepoint and the same rows are upserted through the staging table instead. Rows of a PostgreSQL
+//!   source whose columns have the same built-in types as the target's come as binary `COPY` tuples
+//!   ([`Sink::write_raw`]) and take the same two paths without being decoded or encoded.
 //!
 //! Measured on a 2-core machine (10 columns of mixed types, `synchronous_commit = off` to leave out the
 //! commit's flush): 5,000-row batches of new rows ran at 320,000 rows/s copied straight into the table,

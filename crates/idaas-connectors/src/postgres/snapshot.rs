@@ -17,6 +17,11 @@
 //! reader that restarts resumes after the last chunk it finished. Values come in text format and are
 //! converted by [`super::types`].
 //!
+//! For a target that holds the same built-in types (a PostgreSQL sink, [`idaas_core::Sink::accepts_raw`]),
+//! [`SnapshotReader::read_raw`] reads a chunk with `COPY ... (FORMAT binary)` and hands its tuples over
+//! undecoded. Every field is still walked: to count the rows, decode the last key, and find the values the
+//! text path refuses; a chunk holding one is read again as text, so that the error is the text path's own.
+//!
 //! # Errors
 //! Creating the slot needs the REPLICATION attribute and a free slot; the errors say so. A lost
 //! connection is [`ErrorKind::Unreachable`]: the engine retries, and the retried load finds the slot and
