@@ -218,8 +218,17 @@ fn postgres_options() {
 
 #[test]
 fn free_ports_differ() {
-    let a = free_port();
-    let b = free_port();
-    assert_ne!(a, b);
-    std::net::TcpListener::bind(("127.0.0.1", a)).unwrap();
+    // A leased port is never handed out twice in a process, and lies below the kernel's ephemeral range
+    // (outgoing connections cannot take it). Whether it is still free a moment later depends on every other
+    // process on the machine, so that is not asserted here: the servers of the other tests bind theirs.
+    let ports: Vec<u16> = (0..50).map(|_| free_port()).collect();
+    let distinct: std::collections::HashSet<u16> = ports.iter().copied().collect();
+    assert_eq!(distinct.len(), ports.len(), "{ports:?}");
+    let ephemeral_low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    if ephemeral_low > 11_000 {
+        assert!(ports.iter().all(|p| (10_000..ephemeral_low).contains(p)), "{ports:?}");
+    }
 }
