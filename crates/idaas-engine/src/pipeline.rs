@@ -274,7 +274,6 @@ async fn snapshot(
         }
     }
     info!(table = %ctx.source_table, raw = raw.as_ref().map(|l| l.format), "initial load path");
-    let raw = raw.map(Arc::new);
     // Read ahead while the chunks before are written.
     let (tx, mut rx) = mpsc::channel::<Result<SnapshotChunk>>(idle.len());
     let read_schema = schema.clone();
@@ -323,7 +322,7 @@ async fn snapshot(
                         continue;
                     }
                     let writer = idle.pop().expect("an idle writer");
-                    writing.push_back(write_chunk(ctx, writer, &schema, raw.as_deref(), &keyidx, chunk));
+                    writing.push_back(write_chunk(ctx, writer, &schema, raw.as_ref(), &keyidx, chunk));
                     continue;
                 }
                 Some(done) = writing.next(), if !writing.is_empty() => done,
