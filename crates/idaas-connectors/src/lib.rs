@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub(crate) mod events;
 #[cfg(feature = "mysql")]
 pub mod mysql;
 #[cfg(feature = "postgres")]

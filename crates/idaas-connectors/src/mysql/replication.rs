@@ -24,7 +24,8 @@
 //! checkpoint.
 
 use super::{MySql, classify, schema, types};
-use futures::StreamExt;
+use crate::events::{self, Grouped as Tx};
+use futures::{FutureExt, StreamExt};
 use idaas_core::{
     ChangeEvent, ChangeStream, Error, ErrorKind, Op, Position, Result, Row, SourceInfo, TableRef, TableSchema,
 };
@@ -34,12 +35,9 @@ use mysql_async::prelude::Queryable;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
-use tokio::sync::mpsc;
 
 /// MariaDB's GTID event type.
 const MARIADB_GTID_EVENT: u8 = 162;
-/// Bound of the channel between the binlog reader and the engine: back-pressure for large transactions.
-const CHANNEL_CAPACITY: usize = 16_384;
 
 /// A binlog coordinate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,7 +141,7 @@ pub async fn stream(db: MySql, from: Position, tables: Vec<TableSchema>) -> Resu
     let file = start.file.clone().into_bytes();
     let request = BinlogStreamRequest::new(server_id).with_filename(&file).with_pos(start.pos);
     let binlog = conn.get_binlog_stream(request).await.map_err(|e| classify(&cfg, e, "binlog dump"))?;
-    let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+    let (tx, stream) = events::channel();
     let reader = Reader {
         db,
         query_conn,
@@ -154,12 +152,12 @@ pub async fn stream(db: MySql, from: Position, tables: Vec<TableSchema>) -> Resu
         in_txn: false,
     };
     tokio::spawn(async move {
-        let tx2 = tx.clone();
-        if let Err(e) = reader.run(binlog, tx).await {
-            let _ = tx2.send(Err(e)).await;
+        if let Err(e) = reader.run(binlog, &tx).await {
+            // What was decoded before the failure goes first; the engine resumes from its checkpoint.
+            tx.fail(e).await;
         }
     });
-    Ok(Box::pin(futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) })))
+    Ok(stream)
 }
 
 fn now_ms() -> i64 {
@@ -186,8 +184,6 @@ struct Reader {
     gtid: Option<String>,
     in_txn: bool,
 }
-
-type Tx = mpsc::Sender<Result<ChangeEvent>>;
 
 impl Reader {
     /// Source details of a row event: no position (rows are not resume points; building one per row
@@ -220,12 +216,22 @@ impl Reader {
     }
 
     async fn send(tx: &Tx, ev: ChangeEvent) -> Result<()> {
-        tx.send(Ok(ev)).await.map_err(|_| Error::internal("change stream closed"))
+        tx.send(ev).await
     }
 
-    async fn run(mut self, mut binlog: mysql_async::BinlogStream, tx: Tx) -> Result<()> {
+    async fn run(mut self, mut binlog: mysql_async::BinlogStream, tx: &Tx) -> Result<()> {
         let cfg = self.db.config().clone();
-        while let Some(event) = binlog.next().await {
+        loop {
+            // Events already received are decoded without waiting; what was decoded goes to the engine
+            // before the reader waits for the server.
+            let event = match binlog.next().now_or_never() {
+                Some(event) => event,
+                None => {
+                    tx.flush().await?;
+                    binlog.next().await
+                }
+            };
+            let Some(event) = event else { break };
             if tx.is_closed() {
                 return Ok(());
             }
@@ -260,11 +266,11 @@ impl Reader {
                         schema: None,
                         ddl: None,
                     };
-                    Self::send(&tx, ev).await?;
+                    Self::send(tx, ev).await?;
                 }
                 EventData::XidEvent(_) => {
                     self.in_txn = false;
-                    self.commit(&tx, end_pos, ts).await?;
+                    self.commit(tx, end_pos, ts).await?;
                 }
                 EventData::QueryEvent(q) => {
                     let sql = q.query().trim().to_string();
@@ -273,7 +279,7 @@ impl Reader {
                         self.in_txn = true;
                     } else if upper == "COMMIT" || upper.starts_with("XA COMMIT") {
                         self.in_txn = false;
-                        self.commit(&tx, end_pos, ts).await?;
+                        self.commit(tx, end_pos, ts).await?;
                     } else if upper == "ROLLBACK" {
                         self.in_txn = false;
                     } else if upper.starts_with("XA END") || upper.starts_with("XA PREPARE") {
@@ -285,13 +291,13 @@ impl Reader {
                         // Inside a transaction: not a resume point.
                     } else {
                         let default_db = q.schema().to_string();
-                        self.ddl(&tx, &sql, &default_db, end_pos, ts).await?;
+                        self.ddl(tx, &sql, &default_db, end_pos, ts).await?;
                         self.in_txn = false;
-                        self.commit(&tx, end_pos, ts).await?;
+                        self.commit(tx, end_pos, ts).await?;
                     }
                 }
                 EventData::RowsEvent(rows) => {
-                    self.rows(&binlog, &tx, &rows, end_pos, ts).await?;
+                    self.rows(&binlog, tx, &rows, end_pos, ts).await?;
                 }
                 _ => {}
             }

@@ -47,7 +47,7 @@
 //! the commit LSN, then the commit at the end LSN. Transactions that commit while a large one is still
 //! being streamed are sent whole, between its blocks, and reach the engine first, as they committed
 //! first. Since nothing is forwarded before the commit, memory between the socket and the engine stays
-//! bounded by [`CHANNEL_CAPACITY`], and a slow target pushes back on the socket as before.
+//! bounded by the events channel (`crate::events`), and a slow target pushes back on the socket as before.
 //!
 //! Heartbeats go on between the blocks of a streamed transaction, but never inside a block or inside a
 //! transaction sent at commit. That is safe for three reasons:
@@ -77,6 +77,7 @@ use super::types::{self, PgType, TypeCache};
 use super::wire::{self, ReplicationStream, WireError};
 use super::{Pg, classify, quote_table};
 use crate::config::ConnectionConfig;
+use crate::events::{self, Grouped as Tx};
 use idaas_core::{
     ChangeEvent, ChangeStream, Error, ErrorKind, Op, Position, Result, Row, SourceInfo, TableRef,
     TableSchema, Value,
@@ -87,15 +88,9 @@ use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_postgres::Client;
 
-/// Bound of the channel between the replication reader and the engine: back-pressure for large
-/// transactions.
-pub const CHANNEL_CAPACITY: usize = 16_384;
-/// Events go to the engine in groups of at most this many (and whatever was decoded when the reader would
-/// wait for the socket): one hand-over between threads per group instead of one per event.
-const GROUP_EVENTS: usize = 256;
 /// Least time between two heartbeat events.
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 /// Microseconds between 1970-01-01 and PostgreSQL's epoch, 2000-01-01.
@@ -414,8 +409,7 @@ pub async fn stream(
         protocol_version = replication.protocol_version(),
         "logical replication started"
     );
-    let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY / GROUP_EVENTS);
-    let tx = Tx { tx, group: std::sync::Mutex::new(Vec::with_capacity(GROUP_EVENTS)) };
+    let (tx, stream) = events::channel();
     let reader = Reader {
         pg,
         catalog,
@@ -431,14 +425,10 @@ pub async fn stream(
     tokio::spawn(async move {
         if let Err(e) = reader.run(replication, &tx, handle.stop).await {
             // What was decoded before the failure goes first; the engine resumes from its checkpoint.
-            let _ = tx.flush().await;
-            let _ = tx.tx.send(vec![Err(e)]).await;
+            tx.fail(e).await;
         }
     });
-    let groups = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|group| (futures::stream::iter(group), rx))
-    });
-    Ok(Box::pin(futures::StreamExt::flatten(groups)))
+    Ok(stream)
 }
 
 fn now_ms() -> i64 {
@@ -563,41 +553,6 @@ fn spool_error(cfg: &ConnectionConfig, xid: u32, e: std::io::Error) -> Error {
         ),
         e,
     )
-}
-
-/// The engine's end of the stream, and the group of events being filled for it.
-struct Tx {
-    tx: mpsc::Sender<Vec<Result<ChangeEvent>>>,
-    group: std::sync::Mutex<Vec<Result<ChangeEvent>>>,
-}
-
-impl Tx {
-    /// Adds an event to the group; sends the group once it is full.
-    async fn send(&self, ev: ChangeEvent) -> Result<()> {
-        let full = {
-            let mut group = self.group.lock().unwrap_or_else(|p| p.into_inner());
-            group.push(Ok(ev));
-            (group.len() >= GROUP_EVENTS)
-                .then(|| std::mem::replace(&mut *group, Vec::with_capacity(GROUP_EVENTS)))
-        };
-        match full {
-            Some(group) => self.tx.send(group).await.map_err(|_| Error::internal("change stream closed")),
-            None => Ok(()),
-        }
-    }
-
-    /// Sends the events grouped so far.
-    async fn flush(&self) -> Result<()> {
-        let group = std::mem::take(&mut *self.group.lock().unwrap_or_else(|p| p.into_inner()));
-        if group.is_empty() {
-            return Ok(());
-        }
-        self.tx.send(group).await.map_err(|_| Error::internal("change stream closed"))
-    }
-
-    async fn closed(&self) {
-        self.tx.closed().await
-    }
 }
 
 struct Reader {
