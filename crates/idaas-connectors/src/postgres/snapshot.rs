@@ -321,18 +321,45 @@ impl RawCheck {
     }
 }
 
-/// Decodes the binary form of a key value, for the key kinds a raw load supports; `None` for others.
-fn raw_key_value(kind: &PgKind, v: &[u8]) -> Option<Value> {
-    Some(match kind {
-        PgKind::Int2 => Value::Int(i16::from_be_bytes(v.try_into().ok()?) as i64),
-        PgKind::Int4 => Value::Int(i32::from_be_bytes(v.try_into().ok()?) as i64),
-        PgKind::Int8 => Value::Int(i64::from_be_bytes(v.try_into().ok()?)),
-        PgKind::Oid => Value::UInt(u32::from_be_bytes(v.try_into().ok()?) as u64),
-        PgKind::Text => Value::Text(std::str::from_utf8(v).ok()?.to_string()),
-        PgKind::Uuid => Value::Uuid(v.try_into().ok()?),
-        PgKind::Bytea => Value::Bytes(v.to_vec()),
-        _ => return None,
-    })
+/// The key column kinds a raw load supports: the last key of a chunk is decoded from its binary form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RawKey {
+    Int2,
+    Int4,
+    Int8,
+    Oid,
+    Text,
+    Uuid,
+    Bytea,
+}
+
+impl RawKey {
+    /// The key kind of a column of `kind`; `None` when a raw load does not support it.
+    fn of(kind: &PgKind) -> Option<RawKey> {
+        Some(match kind {
+            PgKind::Int2 => RawKey::Int2,
+            PgKind::Int4 => RawKey::Int4,
+            PgKind::Int8 => RawKey::Int8,
+            PgKind::Oid => RawKey::Oid,
+            PgKind::Text => RawKey::Text,
+            PgKind::Uuid => RawKey::Uuid,
+            PgKind::Bytea => RawKey::Bytea,
+            _ => return None,
+        })
+    }
+
+    /// The value of binary form `v`, as the text path would give it; `None` when `v` is malformed.
+    fn decode(self, v: &[u8]) -> Option<Value> {
+        Some(match self {
+            RawKey::Int2 => Value::Int(i16::from_be_bytes(v.try_into().ok()?) as i64),
+            RawKey::Int4 => Value::Int(i32::from_be_bytes(v.try_into().ok()?) as i64),
+            RawKey::Int8 => Value::Int(i64::from_be_bytes(v.try_into().ok()?)),
+            RawKey::Oid => Value::UInt(u32::from_be_bytes(v.try_into().ok()?) as u64),
+            RawKey::Text => Value::Text(std::str::from_utf8(v).ok()?.to_string()),
+            RawKey::Uuid => Value::Uuid(v.try_into().ok()?),
+            RawKey::Bytea => Value::Bytes(v.to_vec()),
+        })
+    }
 }
 
 /// The rows of a binary `COPY` stream: checked column by column, counted, and the last one's key decoded.
@@ -350,7 +377,7 @@ struct RawRows {
 fn walk_raw(
     data: &[u8],
     checks: &[RawCheck],
-    key: &[(usize, PgKind)],
+    key: &[(usize, RawKey)],
 ) -> std::result::Result<Option<RawRows>, String> {
     const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
     let take = |at: &mut usize, n: usize| -> std::result::Result<std::ops::Range<usize>, String> {
@@ -402,7 +429,7 @@ fn walk_raw(
         let mut k = Vec::with_capacity(key.len());
         for (i, kind) in key {
             let v = fields[*i].clone().ok_or("a key value is NULL")?;
-            k.push(raw_key_value(kind, &data[v]).ok_or("a key value does not decode")?);
+            k.push(kind.decode(&data[v]).ok_or("a key value does not decode")?);
         }
         Some(k)
     };
@@ -502,23 +529,11 @@ impl PgSnapshot {
         let Some(checks) = types.iter().map(|t| RawCheck::of(&t.kind)).collect::<Option<Vec<_>>>() else {
             return Ok(None);
         };
-        let mut key = Vec::with_capacity(table.primary_key.len());
-        for i in table.key_indexes() {
-            let kind = &types[i].kind;
-            if !matches!(
-                kind,
-                PgKind::Int2
-                    | PgKind::Int4
-                    | PgKind::Int8
-                    | PgKind::Oid
-                    | PgKind::Text
-                    | PgKind::Uuid
-                    | PgKind::Bytea
-            ) {
-                return Ok(None);
-            }
-            key.push((i, kind.clone()));
-        }
+        let Some(key) =
+            table.key_indexes().into_iter().map(|i| Some((i, RawKey::of(&types[i].kind)?))).collect()
+        else {
+            return Ok(None);
+        };
         Ok(Some((types, RawPlan { checks, key })))
     }
 }
@@ -526,7 +541,7 @@ impl PgSnapshot {
 /// How the rows of one table are checked on the way through ([`PgSnapshot::raw_plan`]).
 struct RawPlan {
     checks: Vec<RawCheck>,
-    key: Vec<(usize, PgKind)>,
+    key: Vec<(usize, RawKey)>,
 }
 
 #[async_trait]
@@ -646,7 +661,7 @@ mod tests {
     #[test]
     fn raw_rows_are_counted_checked_and_keyed() {
         let checks = [RawCheck::Any, RawCheck::Numeric, RawCheck::Any];
-        let key = [(2, PgKind::Text), (0, PgKind::Int4)];
+        let key = [(2, RawKey::Text), (0, RawKey::Int4)];
         let rows = vec![
             vec![Some(1i32.to_be_bytes().to_vec()), Some(numeric(0)), Some(b"a".to_vec())],
             vec![Some(2i32.to_be_bytes().to_vec()), None, Some("zoë".as_bytes().to_vec())],
@@ -665,7 +680,7 @@ mod tests {
         // NaN (0xC000) and ±Infinity (0xD000, 0xF000) go the decoded way; a negative number passes.
         for (sign, passes) in [(0x4000, true), (0xC000, false), (0xD000, false), (0xF000, false)] {
             let data = stream(&[vec![Some(1i32.to_be_bytes().to_vec()), Some(numeric(sign)), None]]);
-            let key = [(0, PgKind::Int4)];
+            let key = [(0, RawKey::Int4)];
             assert_eq!(walk_raw(&data, &checks, &key).unwrap().is_some(), passes, "sign {sign:#x}");
         }
 
