@@ -51,10 +51,14 @@ impl Grouped {
 
     /// Hands over the events grouped so far.
     pub async fn flush(&self) -> Result<()> {
-        let group = std::mem::take(&mut *self.group.lock().unwrap_or_else(|p| p.into_inner()));
-        if group.is_empty() {
-            return Ok(());
-        }
+        let group = {
+            let mut group = self.group.lock().unwrap_or_else(|p| p.into_inner());
+            if group.is_empty() {
+                return Ok(());
+            }
+            // The next group gets its full size at once rather than growing to it.
+            std::mem::replace(&mut *group, Vec::with_capacity(GROUP_EVENTS))
+        };
         self.tx.send(group).await.map_err(|_| closed())
     }
 

@@ -445,11 +445,26 @@ async fn stream(
     let from = cp.stream_position.clone().unwrap_or_default();
     let mut changes = ctx.source.stream(&from, std::slice::from_ref(&*schema)).await?;
     info!(position = %from.0, "streaming changes");
-    let mut carry: Vec<ChangeEvent> = Vec::new();
+    // Both buffers keep their size from batch to batch while events keep coming (growing them again for
+    // every batch cost more than filling them) and are released whenever the stream waits.
+    // `pending` starts with the events after the last resume point of the batch before.
+    let mut pending: Vec<ChangeEvent> = Vec::new();
+    let mut rows: Vec<ChangeEvent> = Vec::new();
     loop {
-        let first = tokio::select! {
-            e = changes.next() => e,
-            _ = stop.changed() => return Ok(Outcome::Stopped),
+        // A closed sender counts as a stop, as in the wait below.
+        if stop.has_changed().unwrap_or(true) {
+            return Ok(Outcome::Stopped);
+        }
+        let first = match changes.next().now_or_never() {
+            Some(e) => e,
+            None => {
+                pending.shrink_to_fit();
+                rows.shrink_to_fit();
+                tokio::select! {
+                    e = changes.next() => e,
+                    _ = stop.changed() => return Ok(Outcome::Stopped),
+                }
+            }
         };
         let Some(first) = first else {
             return Err(Error::new(ErrorKind::Unreachable, "the change stream ended"));
@@ -458,7 +473,6 @@ async fn stream(
         // A schema change ends a batch: rows before it are written with the old shape, rows after it with
         // the new one.
         let mut open = first.op != Op::Ddl;
-        let mut pending = std::mem::take(&mut carry);
         pending.push(first);
         // Take everything already buffered. Tokio's cooperative budget would make the channel look empty
         // after 128 receives in one poll and cap every batch there; the drain does not wait, so it runs
@@ -479,34 +493,35 @@ async fn stream(
         .await?;
         // Keep source transactions whole in the target: events after the last resume point wait for their
         // commit, unless the batch is full (a transaction larger than a batch is written in parts).
-        if pending.len() < MAX_BATCH_EVENTS {
-            let cut = pending
+        let cut = if pending.len() < MAX_BATCH_EVENTS {
+            pending
                 .iter()
                 .rposition(|e| matches!(e.op, Op::Commit | Op::Heartbeat | Op::Ddl))
                 .map(|i| i + 1)
-                .unwrap_or(0);
-            carry = pending.split_off(cut);
-            if pending.is_empty() {
-                continue;
-            }
+                .unwrap_or(0)
+        } else {
+            pending.len()
+        };
+        if cut == 0 {
+            continue;
         }
-        let mut rows: Vec<ChangeEvent> = Vec::new();
         let mut commit_pos: Option<Position> = None;
         let mut last_commit_ts: Option<i64> = None;
         let mut heartbeat = false;
         let mut ddl: Option<ChangeEvent> = None;
-        for ev in pending {
+        rows.clear();
+        for mut ev in pending.drain(..cut) {
             match ev.op {
                 Op::Insert | Op::Update | Op::Delete => rows.push(ev),
                 Op::Commit => {
-                    commit_pos = Some(ev.source.position.clone());
                     // Coarse commit timestamps (whole seconds in binlogs) are bounded by the read time.
                     if let Some(t) = ev.source.commit_upper_bound_ms(ctx.commit_resolution_ms) {
                         last_commit_ts = Some(t);
                     }
+                    commit_pos = Some(std::mem::take(&mut ev.source.position));
                 }
                 Op::Heartbeat => {
-                    commit_pos = Some(ev.source.position.clone());
+                    commit_pos = Some(std::mem::take(&mut ev.source.position));
                     heartbeat = true;
                 }
                 Op::Ddl => ddl = Some(ev),
@@ -526,6 +541,7 @@ async fn stream(
                 rows.last().and_then(|r| r.source.commit_upper_bound_ms(ctx.commit_resolution_ms))
             });
             ctx.stats.output(rows.len() as u64, ts);
+            rows.clear();
         } else if heartbeat {
             ctx.stats.caught_up();
         }

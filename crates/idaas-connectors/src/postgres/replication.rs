@@ -100,7 +100,19 @@ const SPOOL_BUFFER: usize = 64 * 1024;
 
 /// Formats an LSN as PostgreSQL prints it (`16/B374D848`).
 pub fn format_lsn(lsn: u64) -> String {
-    format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF)
+    // Written digit by digit: every source transaction's commit position is formatted, and `format!`
+    // costs several times more.
+    fn hex(out: &mut String, v: u32) {
+        let digits = (8 - v.leading_zeros() as usize / 4).max(1);
+        for i in (0..digits).rev() {
+            out.push(char::from(b"0123456789ABCDEF"[(v >> (i * 4)) as usize & 0xF]));
+        }
+    }
+    let mut out = String::with_capacity(17);
+    hex(&mut out, (lsn >> 32) as u32);
+    out.push('/');
+    hex(&mut out, lsn as u32);
+    out
 }
 
 /// Parses `16/B374D848` (two groups of one to eight hexadecimal digits).
@@ -456,7 +468,8 @@ struct RelInfo {
 }
 
 struct Txn {
-    xid: u32,
+    /// The transaction id as the events' `txid`, formatted once for all of them.
+    txid: String,
     final_lsn: u64,
     commit_ts_ms: i64,
 }
@@ -632,7 +645,7 @@ impl Reader {
             position: position.map(lsn_position).unwrap_or_default(),
             commit_ts_ms: t.map(|t| t.commit_ts_ms),
             read_ts_ms: Some(now_ms()),
-            txid: t.map(|t| t.xid.to_string()),
+            txid: t.map(|t| t.txid.clone()),
         }
     }
 
@@ -768,7 +781,7 @@ impl Reader {
 
     fn begin(&mut self, final_lsn: u64, xid: u32, commit_time: i64) {
         let micros = commit_time + PG_EPOCH_MICROS;
-        self.txn = Some(Txn { xid, final_lsn, commit_ts_ms: micros.div_euclid(1000) });
+        self.txn = Some(Txn { txid: xid.to_string(), final_lsn, commit_ts_ms: micros.div_euclid(1000) });
     }
 
     async fn commit(&mut self, end_lsn: u64, commit_time: i64, tx: &Tx) -> Result<()> {
@@ -913,7 +926,7 @@ impl Reader {
     }
 
     fn decode(&self, info: &RelInfo, schema: &TableSchema, tuple: Vec<Datum>) -> Result<Row> {
-        let name = schema.table.to_string();
+        let name = &schema.table;
         let mut row = vec![Value::Null; schema.columns.len()];
         for (i, d) in tuple.into_iter().enumerate() {
             let Some(Some(j)) = info.map.get(i) else { continue };
@@ -931,7 +944,7 @@ impl Reader {
                             ),
                         )
                     })?;
-                    types::from_text(&name, col, &info.types[i], text)?
+                    types::from_text(name, col, &info.types[i], text)?
                 }
                 Datum::Binary(_) => {
                     return Err(Error::internal(format!(
@@ -1044,6 +1057,12 @@ mod tests {
         assert_eq!(parse_lsn("FFFFFFFF/FFFFFFFF"), Some(u64::MAX));
         assert_eq!(format_lsn(u64::MAX), "FFFFFFFF/FFFFFFFF");
         assert_eq!(format_lsn(0x16B_3748), "0/16B3748");
+        assert_eq!(format_lsn(0), "0/0");
+        assert_eq!(format_lsn(0x1_0000_0000), "1/0");
+        assert_eq!(format_lsn(0x0A0B_0C0D_0000_00F0), "A0B0C0D/F0");
+        for lsn in [1, 0xF, 0x10, 0xFFFF_FFFF, 0x1234_5678_9ABC_DEF0, u64::MAX - 1] {
+            assert_eq!(parse_lsn(&format_lsn(lsn)), Some(lsn), "{lsn:#x}");
+        }
         for bad in ["", "/", "0/", "/0", "1/2/3", "x/0", "100000000/0", "0/-1", "+1/0", "0 /1"] {
             assert_eq!(parse_lsn(bad), None, "{bad:?}");
         }

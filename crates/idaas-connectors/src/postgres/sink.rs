@@ -335,8 +335,8 @@ impl PgSink {
         let rows = reduced.deletes.iter().map(|g| g.rows.len()).sum::<usize>()
             + reduced.upserts.iter().map(|g| g.rows.len()).sum::<usize>();
         // Patches are rare and may move a row to a key another part writes: those batches stay whole.
-        if !load && reduced.patches.is_empty() && rows >= self.parallel_min_rows {
-            let parts = split(&reduced);
+        let reduced = if !load && reduced.patches.is_empty() && rows >= self.parallel_min_rows {
+            let parts = split(reduced);
             let steps = [self.steps(&parts[0], false)?, self.steps(&parts[1], false)?];
             match self.apply_parallel(steps).await {
                 Ok(()) => return Ok(()),
@@ -346,9 +346,13 @@ impl PgSink {
                     // either works or fails with the error that matters. Both ways are idempotent.
                     tracing::debug!(error = %e.report(), "batch applied in parallel failed; applying it whole");
                     self.drop_connection();
+                    // The parts own the rows: reduce again (rare, and cheaper than keeping a copy).
+                    batch::reduce(events)?
                 }
             }
-        }
+        } else {
+            reduced
+        };
         let steps = self.steps(&reduced, load)?;
         let cfg = self.pg.config().clone();
         let conn = self.conn(0).await?;
@@ -376,16 +380,17 @@ impl PgSink {
 }
 
 /// Splits a batch in two by a hash of each row's key: the parts touch distinct keys.
-fn split(reduced: &Reduced) -> [Reduced; 2] {
-    fn part(groups: &[Group<Row>]) -> [Vec<Group<Row>>; 2] {
+fn split(reduced: Reduced) -> [Reduced; 2] {
+    fn part(groups: Vec<Group<Row>>) -> [Vec<Group<Row>>; 2] {
         let mut out: [Vec<Group<Row>>; 2] = [Vec::new(), Vec::new()];
         for g in groups {
             let keyidx = g.schema.key_indexes();
-            let mut rows: [Vec<Row>; 2] = [Vec::new(), Vec::new()];
-            for r in &g.rows {
+            let half = g.rows.len() / 2 + 1;
+            let mut rows: [Vec<Row>; 2] = [Vec::with_capacity(half), Vec::with_capacity(half)];
+            for r in g.rows {
                 let mut h = std::hash::DefaultHasher::new();
-                std::hash::Hash::hash(&batch::key_bytes(&keyidx, r), &mut h);
-                rows[(std::hash::Hasher::finish(&h) & 1) as usize].push(r.clone());
+                std::hash::Hash::hash(&batch::key_bytes(&keyidx, &r), &mut h);
+                rows[(std::hash::Hasher::finish(&h) & 1) as usize].push(r);
             }
             for (o, rows) in out.iter_mut().zip(rows) {
                 if !rows.is_empty() {
@@ -395,8 +400,8 @@ fn split(reduced: &Reduced) -> [Reduced; 2] {
         }
         out
     }
-    let [d0, d1] = part(&reduced.deletes);
-    let [u0, u1] = part(&reduced.upserts);
+    let [d0, d1] = part(reduced.deletes);
+    let [u0, u1] = part(reduced.upserts);
     [
         Reduced { patches: Vec::new(), deletes: d0, upserts: u0 },
         Reduced { patches: Vec::new(), deletes: d1, upserts: u1 },

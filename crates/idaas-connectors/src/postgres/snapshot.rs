@@ -218,7 +218,7 @@ fn decode_row(name: &str, table: &TableSchema, types: &[PgType], line: &[u8]) ->
                 let text = std::str::from_utf8(&bytes).map_err(|_| {
                     Error::internal(format!("table {name}, column '{}': text that is not UTF-8", col.name))
                 })?;
-                types::from_text(name, col, ty, text)?
+                types::from_text(&name, col, ty, text)?
             }
         });
     }

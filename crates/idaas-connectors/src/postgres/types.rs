@@ -282,7 +282,7 @@ impl TypeCache {
     }
 }
 
-fn bad(table: &str, col: &ColumnSchema, what: impl std::fmt::Display) -> Error {
+fn bad(table: &dyn std::fmt::Display, col: &ColumnSchema, what: impl std::fmt::Display) -> Error {
     Error::new(
         ErrorKind::Unsupported,
         format!("table {table}, column '{}' ({}): {what}", col.name, col.source_type),
@@ -298,7 +298,12 @@ fn shown(text: &str) -> String {
 }
 
 /// Converts a value in PostgreSQL's text format of column `col` (type `ty`) of `table`.
-pub fn from_text(table: &str, col: &ColumnSchema, ty: &PgType, text: &str) -> Result<Value> {
+pub fn from_text(
+    table: &dyn std::fmt::Display,
+    col: &ColumnSchema,
+    ty: &PgType,
+    text: &str,
+) -> Result<Value> {
     parse(&ty.kind, text).map_err(|why| bad(table, col, why))
 }
 
@@ -702,7 +707,7 @@ mod tests {
             Value::Decimal("-123456789012345678901234567890.000000000000000000000001".into())
         );
         for s in ["NaN", "Infinity", "-Infinity"] {
-            let e = from_text("s.t", &col(), &ty(PgKind::Numeric), s).unwrap_err();
+            let e = from_text(&"s.t", &col(), &ty(PgKind::Numeric), s).unwrap_err();
             assert_eq!(e.kind, ErrorKind::Unsupported);
             assert!(e.message.contains("table s.t, column 'c'") && e.message.contains(s), "{}", e.message);
         }
