@@ -29,6 +29,9 @@
 # private one from idaas-testkit (never a system server); all of them stop when this script ends. Builds the
 # release binaries first (cargo build -j2 --release) unless IDAAS_BENCH_SKIP_BUILD=1;
 # IDAAS_BENCH_WAIT_QUIET=SECONDS first waits up to that long for other work on the machine to stop.
+# IDAAS_BENCH_PERF=1 records each PostgreSQL drain (benchmark 5) with `perf record -a -g` into
+# pg/perf-idaas.data and pg/perf-sub.data (perf's own cost then shows in the figures; build with
+# RUSTFLAGS="-C force-frame-pointers=yes" for call graphs of idaas).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -89,6 +92,10 @@ for tool in sysbench mariadb mariadb-binlog mariadbd; do
         exit 1
     fi
 done
+if [ "${IDAAS_BENCH_PERF:-0}" = 1 ] && ! command -v perf >/dev/null 2>&1; then
+    echo "run.sh: IDAAS_BENCH_PERF=1 needs 'perf' (Debian package linux-perf: apt-get install linux-perf)" >&2
+    exit 1
+fi
 
 RUN_ID=$(date -u +%Y%m%dT%H%M%SZ)$([ "$ONLY_PG" = 1 ] && echo -pg || true)$([ "$QUICK" = 1 ] && echo -quick || true)
 OUT=$ROOT/bench/results/$RUN_ID
@@ -134,6 +141,20 @@ fi
 cp "$ROOT/target/release/idaas" "$ROOT/target/release/idaas-bench" "$TMP/"
 IDAAS_BIN=$TMP/idaas
 BENCH=$TMP/idaas-bench
+
+# With IDAAS_BENCH_PERF=1: perf_start FILE records the whole machine until perf_stop.
+PERF_PID=
+perf_start() {
+    [ "${IDAAS_BENCH_PERF:-0}" = 1 ] || return 0
+    perf record -a -g -F 1999 -o "$1" >/dev/null 2>&1 &
+    PERF_PID=$!
+}
+perf_stop() {
+    [ -n "$PERF_PID" ] || return 0
+    kill -INT "$PERF_PID" 2>/dev/null || true
+    wait "$PERF_PID" || true
+    PERF_PID=
+}
 
 # Busy CPU of the whole machine (all processes), in % of one core, over $1 seconds.
 machine_busy() {
@@ -739,23 +760,27 @@ JSON
 
     log "5. drain by iDaaS (load $(loadavg))"
     reset_hwm "$idaas_pid"
+    perf_start "$P/perf-idaas.data"
     t0=$(now)
     idaas pipeline start drain >/dev/null
     "$BENCH" wait-lsn --api "$API" --pipeline drain --lsn "$end_lsn" --t0 "$t0" \
         --check-socket "$TGT_SOCKET" --check-port "$TGT_PORT" --check-sql "$ACCOUNTS_SUM" --expected "$expected" \
         --pids "idaas=$idaas_pid,source=$SRC_PID,target=$TGT_PID" --timeline "$P/drain-idaas-timeline.csv" \
         --rss-pid "$idaas_pid" --rss-timeline "$P/drain-idaas-rss.csv" >"$P/drain-idaas.json"
+    perf_stop
     idaas pipeline stats drain --json >"$P/drain-idaas-stats.json"
     idaas pipeline stop drain >/dev/null
     sleep 2
 
     pg_wait_autovacuum "$SRC_PORT"
     log "5. drain by the native subscription (load $(loadavg))"
+    perf_start "$P/perf-sub.data"
     t0=$(now)
     pgsql "$SUB_PORT" "ALTER SUBSCRIPTION bench_sub ENABLE"
     "$BENCH" wait-lsn --socket "$SUB_SOCKET" --port "$SUB_PORT" --subscription bench_sub --lsn "$end_lsn" --t0 "$t0" \
         --check-socket "$SUB_SOCKET" --check-port "$SUB_PORT" --check-sql "$ACCOUNTS_SUM" --expected "$expected" \
         --pids "source=$SRC_PID,subscriber=$SUB_PID" --timeline "$P/drain-sub-timeline.csv" >"$P/drain-sub.json"
+    perf_stop
     pgsql "$SUB_PORT" "ALTER SUBSCRIPTION bench_sub DISABLE"
     stop_idaas "$idaas_pid"
     sleep 2
