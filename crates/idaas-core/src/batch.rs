@@ -181,7 +181,7 @@ pub fn reduce(events: &[ChangeEvent]) -> Result<Reduced> {
                     format!("table {table} has no primary key; rows cannot be applied idempotently"),
                 ));
             }
-            push(&mut out.upserts, table, schema, after.clone());
+            push(&mut out.upserts, table, schema, after.clone(), events.len());
         }
         return Ok(out);
     }
@@ -267,19 +267,39 @@ pub fn reduce(events: &[ChangeEvent]) -> Result<Reduced> {
             _ => {}
         }
     }
+    // A new group gets room for every row of its kind not placed yet: one allocation instead of a doubling
+    // vector when rows are of one table (a pipeline's case), an upper bound when of several.
+    let (mut deletes, mut upserts, mut patches) = (0, 0, 0);
+    for (_, f, _) in st.entries.iter().flatten() {
+        match f {
+            Final::Delete(_) => deletes += 1,
+            Final::Upsert(_) => upserts += 1,
+            Final::Patch(_) => patches += 1,
+        }
+    }
     let mut out = Reduced::default();
     for (t, f, schema) in st.entries.into_iter().flatten() {
         let table = st.tables[t];
         match f {
-            Final::Delete(r) => push(&mut out.deletes, table, &schema, r),
-            Final::Upsert(r) => push(&mut out.upserts, table, &schema, r),
-            Final::Patch(p) => push(&mut out.patches, table, &schema, p),
+            Final::Delete(r) => {
+                push(&mut out.deletes, table, &schema, r, deletes);
+                deletes -= 1;
+            }
+            Final::Upsert(r) => {
+                push(&mut out.upserts, table, &schema, r, upserts);
+                upserts -= 1;
+            }
+            Final::Patch(p) => {
+                push(&mut out.patches, table, &schema, p, patches);
+                patches -= 1;
+            }
         }
     }
     Ok(out)
 }
 
-fn push<T>(list: &mut Vec<Group<T>>, table: &TableRef, schema: &Arc<TableSchema>, row: T) {
+/// Adds `row` to its table's group in `list`; a new group gets room for `room` rows.
+fn push<T>(list: &mut Vec<Group<T>>, table: &TableRef, schema: &Arc<TableSchema>, row: T, room: usize) {
     // Rows usually arrive in runs of one table: look at the last group first.
     if let Some(g) = list.last_mut()
         && g.schema.version == schema.version
@@ -290,7 +310,11 @@ fn push<T>(list: &mut Vec<Group<T>>, table: &TableRef, schema: &Arc<TableSchema>
     }
     match list.iter_mut().find(|g| g.table == *table && g.schema.version == schema.version) {
         Some(g) => g.rows.push(row),
-        None => list.push(Group { table: table.clone(), schema: schema.clone(), rows: vec![row] }),
+        None => {
+            let mut rows = Vec::with_capacity(room.max(1));
+            rows.push(row);
+            list.push(Group { table: table.clone(), schema: schema.clone(), rows });
+        }
     }
 }
 
@@ -352,6 +376,30 @@ mod tests {
         assert!(r.patches.is_empty());
         assert_eq!(r.deletes[0].rows.len(), 2);
         assert_eq!(r.upserts[0].rows, vec![row(2, 2, Value::Int(9))]);
+    }
+
+    #[test]
+    fn rows_of_several_tables_keep_their_own_groups_in_order() {
+        let other = |mut e: ChangeEvent| {
+            e.source.table = Some(TableRef::new("d", "u"));
+            e
+        };
+        let mut events = Vec::new();
+        for id in 0..6 {
+            let e = ev(Op::Insert, None, Some(row(id, id, Value::Null)));
+            events.push(if id % 2 == 0 { e } else { other(e) });
+        }
+        events.push(other(ev(Op::Delete, Some(row(1, 1, Value::Null)), None)));
+        let r = reduce(&events).unwrap();
+        let ids = |g: &Group<Row>| g.rows.iter().map(|r| r[0].clone()).collect::<Vec<_>>();
+        assert_eq!(r.upserts.len(), 2);
+        assert_eq!(r.upserts[0].table, TableRef::new("d", "t"));
+        assert_eq!(ids(&r.upserts[0]), vec![Value::Int(0), Value::Int(2), Value::Int(4)]);
+        assert_eq!(r.upserts[1].table, TableRef::new("d", "u"));
+        assert_eq!(ids(&r.upserts[1]), vec![Value::Int(3), Value::Int(5)]);
+        assert_eq!(r.deletes.len(), 1);
+        assert_eq!(r.deletes[0].table, TableRef::new("d", "u"));
+        assert_eq!(ids(&r.deletes[0]), vec![Value::Int(1)]);
     }
 
     #[test]

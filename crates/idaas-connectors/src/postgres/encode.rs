@@ -721,6 +721,9 @@ impl ToSql for Encoded<'_> {
     to_sql_checked!();
 }
 
+/// Signature, flags and header extension length of a binary `COPY` stream.
+const HEADER_BYTES: usize = 11 + 4 + 4;
+
 /// Rows in PostgreSQL's binary `COPY` format.
 #[derive(Debug)]
 pub struct CopyRows {
@@ -741,6 +744,7 @@ impl CopyRows {
         buf.put_slice(b"PGCOPY\n\xff\r\n\0");
         buf.put_i32(0); // flags
         buf.put_i32(0); // header extension length
+        debug_assert_eq!(buf.len(), HEADER_BYTES);
         CopyRows { buf, rows: 0 }
     }
 
@@ -769,6 +773,16 @@ impl CopyRows {
         self.rows += rows;
     }
 
+    /// Makes room for `more` rows the size of the average row so far, plus an eighth: one allocation for
+    /// a batch of similar rows instead of a buffer doubling (and copied) a dozen times.
+    pub fn reserve_rows(&mut self, more: usize) {
+        if self.rows == 0 {
+            return;
+        }
+        let per_row = (self.buf.len() - HEADER_BYTES) / self.rows;
+        self.buf.reserve(per_row.saturating_mul(more).saturating_add(per_row.saturating_mul(more) / 8));
+    }
+
     /// How many rows were appended.
     pub fn rows(&self) -> usize {
         self.rows
@@ -792,6 +806,38 @@ mod tests {
 
     fn words(b: &[u8]) -> Vec<i16> {
         b.chunks(2).map(|c| i16::from_be_bytes([c[0], c[1]])).collect()
+    }
+
+    #[test]
+    fn reserving_for_more_rows_allocates_once_and_changes_nothing() {
+        let ty =
+            PgType { oid: 23, display: "integer".into(), qualified: "integer".into(), kind: PgKind::Int4 };
+        let int = DataType::Int { bytes: 4, unsigned: false };
+        let codec = Codec::new(&TableRef::new("public", "t"), "n", &int, &ty);
+        let row = |i: i64| vec![(&codec, Value::Int(i)), (&codec, Value::Null)];
+        let mut reserved = CopyRows::new();
+        let mut plain = CopyRows::new();
+        reserved.reserve_rows(100); // nothing to go by yet: no effect
+        for i in 0..16 {
+            let r = row(i);
+            reserved.push(r.iter().map(|(c, v)| (*c, v))).unwrap();
+            plain.push(r.iter().map(|(c, v)| (*c, v))).unwrap();
+        }
+        reserved.reserve_rows(10_000);
+        let cap = reserved.buf.capacity();
+        let per_row = (reserved.buf.len() - HEADER_BYTES) / 16;
+        assert!(
+            cap >= reserved.buf.len() + per_row * 10_000,
+            "capacity {cap} for 10,000 rows of {per_row} bytes"
+        );
+        for i in 16..10_016 {
+            let r = row(i);
+            reserved.push(r.iter().map(|(c, v)| (*c, v))).unwrap();
+            plain.push(r.iter().map(|(c, v)| (*c, v))).unwrap();
+        }
+        assert_eq!(reserved.buf.capacity(), cap, "the rows fitted in what was reserved");
+        assert_eq!(reserved.rows(), 10_016);
+        assert_eq!(reserved.finish(), plain.finish());
     }
 
     #[test]

@@ -621,8 +621,11 @@ fn stage(plan: &Plan, name: &str, idx: &[usize]) -> Stage {
 
 fn copy_rows(plan: &Plan, idx: &[usize], rows: &[Row]) -> Result<Bytes> {
     let mut data = CopyRows::new();
-    for r in rows {
+    for (n, r) in rows.iter().enumerate() {
         data.push(idx.iter().map(|i| (&plan.cols[*i].codec, &r[plan.cols[*i].src])))?;
+        if n == 15 {
+            data.reserve_rows(rows.len() - 16);
+        }
     }
     Ok(data.finish())
 }
