@@ -620,11 +620,13 @@ fn stage(plan: &Plan, name: &str, idx: &[usize]) -> Stage {
 }
 
 fn copy_rows(plan: &Plan, idx: &[usize], rows: &[Row]) -> Result<Bytes> {
+    // The first rows' average size sets the room made for the rest.
+    const SAMPLE_ROWS: usize = 16;
     let mut data = CopyRows::new();
     for (n, r) in rows.iter().enumerate() {
         data.push(idx.iter().map(|i| (&plan.cols[*i].codec, &r[plan.cols[*i].src])))?;
-        if n == 15 {
-            data.reserve_rows(rows.len() - 16);
+        if n + 1 == SAMPLE_ROWS {
+            data.reserve_rows(rows.len() - SAMPLE_ROWS);
         }
     }
     Ok(data.finish())
