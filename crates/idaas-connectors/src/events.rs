@@ -56,8 +56,10 @@ impl Grouped {
             if group.is_empty() {
                 return Ok(());
             }
-            // The next group gets its full size at once rather than growing to it.
-            std::mem::replace(&mut *group, Vec::with_capacity(GROUP_EVENTS))
+            // The next group starts at the size of this one: full under a backlog, small when events
+            // trickle in, and never grown step by step to its usual size.
+            let size = group.len();
+            std::mem::replace(&mut *group, Vec::with_capacity(size))
         };
         self.tx.send(group).await.map_err(|_| closed())
     }
