@@ -41,7 +41,8 @@ enum Command {
 }
 
 /// mimalloc instead of the system allocator: the pipelines allocate and free many small values per row, often
-/// on different threads, which glibc's allocator serves slowly (see `docs/ARCHITECTURE.md`).
+/// on different threads, which glibc's allocator serves slowly. Built without transparent huge pages, whose
+/// zeroing of 2 MB at a time cost more than it saved (see `docs/ARCHITECTURE.md`).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
