@@ -433,6 +433,7 @@ pub async fn stream(
         spools: HashMap::new(),
         last: start,
         heartbeat_at: None,
+        read_ts_ms: now_ms(),
     };
     tokio::spawn(async move {
         if let Err(e) = reader.run(replication, &tx, handle.stop).await {
@@ -583,6 +584,9 @@ struct Reader {
     last: u64,
     /// When the last heartbeat was emitted.
     heartbeat_at: Option<std::time::Instant>,
+    /// When the bytes being decoded were read from the server (milliseconds since the Unix epoch): the read
+    /// time of every event decoded from them, taken once per read instead of once per event.
+    read_ts_ms: i64,
 }
 
 fn map_columns(rel: &Relation, schema: &TableSchema) -> Vec<Option<usize>> {
@@ -634,6 +638,7 @@ impl Reader {
                 _ = tx.closed() => return Ok(()),
                 read = replication.fill() => read.map_err(|e| wire_error(self.cfg(), e, "replication"))?,
             }
+            self.read_ts_ms = now_ms();
         }
     }
 
@@ -644,7 +649,7 @@ impl Reader {
             table,
             position: position.map(lsn_position).unwrap_or_default(),
             commit_ts_ms: t.map(|t| t.commit_ts_ms),
-            read_ts_ms: Some(now_ms()),
+            read_ts_ms: Some(self.read_ts_ms),
             txid: t.map(|t| t.txid.clone()),
         }
     }
