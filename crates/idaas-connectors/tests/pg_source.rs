@@ -1,6 +1,7 @@
 //! PostgreSQL source tests: checks, discovery of every type, the exported-snapshot hand-over to the stream,
 //! TOAST, a large transaction, acknowledgement, heartbeats, schema changes, release, a server crash, and the
-//! initial load's binary rows passed to a PostgreSQL sink without decoding.
+//! initial load's binary rows passed to a PostgreSQL sink without decoding, read on a second session of the
+//! same snapshot.
 
 use futures::StreamExt;
 use idaas_connectors::postgres::source::PgSource;
@@ -778,5 +779,78 @@ async fn binary_rows_with_values_the_decoded_path_refuses_are_refused_the_same_w
         assert_eq!(raw.to_string(), decoded.to_string(), "row {id}");
         assert!(raw.to_string().contains("raw_bad"), "{raw}");
     }
+    snap.finish().await.unwrap();
+}
+
+/// Waits (at most 10 s) until `server` has `expected` sessions that read binary snapshot chunks; returns
+/// how many it has.
+fn idaas_sessions(server: &Postgres, expected: &str) -> String {
+    let sql = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'idaas snapshot'";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let n = server.sql(sql).unwrap().trim().to_string();
+        if n == expected || Instant::now() > deadline {
+            return n;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Reads every binary chunk of `schema` (3 rows a chunk) and returns their row counts.
+async fn raw_chunk_rows(snap: &mut Box<dyn idaas_core::SnapshotReader>, schema: &TableSchema) -> Vec<usize> {
+    let mut rows = Vec::new();
+    let mut after: Option<Row> = None;
+    loop {
+        match snap.read_raw(schema, after.as_ref(), 3).await.unwrap() {
+            SnapshotChunk::Raw(c) if c.rows == 0 => return rows,
+            SnapshotChunk::Raw(c) => {
+                rows.push(c.rows);
+                after = Some(c.last_key);
+            }
+            SnapshotChunk::Rows(r) => panic!("decoded rows instead of binary ones: {r:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_chunks_are_read_on_a_second_session_of_the_same_snapshot() {
+    let server = Postgres::start().unwrap();
+    server
+        .sql(
+            "CREATE ROLE app LOGIN REPLICATION PASSWORD 'app-pw';
+             GRANT CREATE ON DATABASE postgres TO app;
+             CREATE TABLE shared (id int PRIMARY KEY, v text);
+             ALTER TABLE shared OWNER TO app;
+             INSERT INTO shared SELECT g, repeat('v', g) FROM generate_series(1, 8) g;",
+        )
+        .unwrap();
+    let source = PgSource::new(pg(&server), "second").with_tables([t("shared")]);
+    let schema = source.describe(&t("shared")).await.unwrap();
+    let mut snap = source.snapshot().await.unwrap();
+    // Committed after the snapshot: no chunk may hold these.
+    server.sql("INSERT INTO shared VALUES (9, 'late'); DELETE FROM shared WHERE id = 2").unwrap();
+    assert_eq!(idaas_sessions(&server, "0"), "0");
+    let first = match snap.read_raw(&schema, None, 3).await.unwrap() {
+        SnapshotChunk::Raw(c) => c,
+        SnapshotChunk::Rows(r) => panic!("decoded rows instead of binary ones: {r:?}"),
+    };
+    assert_eq!((first.rows, first.last_key), (3, vec![Value::Int(3)]), "row 2 is in the snapshot");
+    assert_eq!(idaas_sessions(&server, "1"), "1", "the chunk was read on its own session");
+    let rest = match snap.read_raw(&schema, Some(&vec![Value::Int(3)]), 100).await.unwrap() {
+        SnapshotChunk::Raw(c) => c,
+        SnapshotChunk::Rows(r) => panic!("decoded rows instead of binary ones: {r:?}"),
+    };
+    assert_eq!((rest.rows, rest.last_key), (5, vec![Value::Int(8)]), "row 9 is not");
+    snap.finish().await.unwrap();
+    assert_eq!(idaas_sessions(&server, "0"), "0", "finish ends the session");
+
+    // When the snapshot cannot be exported to a second session, the query session reads the chunks.
+    server.sql("REVOKE EXECUTE ON FUNCTION pg_export_snapshot() FROM PUBLIC").unwrap();
+    let source = PgSource::new(pg_as(&server, "app", "app-pw"), "fallback").with_tables([t("shared")]);
+    let schema = source.describe(&t("shared")).await.unwrap();
+    let mut snap = source.snapshot().await.unwrap();
+    assert_eq!(raw_chunk_rows(&mut snap, &schema).await, [3, 3, 2]);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(idaas_sessions(&server, "0"), "0", "no second session");
     snap.finish().await.unwrap();
 }

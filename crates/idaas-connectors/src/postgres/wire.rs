@@ -23,6 +23,10 @@
 //!
 //! Dropping the stream ends the copy (`CopyDone`) and the session.
 //!
+//! The initial load reads binary chunks on an ordinary session of the same transport
+//! ([`Session::connect_plain`], [`Session::copy_out`]): the rows of a `COPY ... TO STDOUT` are taken out of
+//! the read buffer one `CopyData` message at a time, without allocating a message per row.
+//!
 //! # Errors
 //! [`WireError`] keeps what went wrong: the connection (I/O), authentication, a server error with its
 //! SQLSTATE, or a protocol violation. `replication::wire_error` turns it into an
@@ -216,7 +220,18 @@ pub struct Session {
 impl Session {
     /// Connects to the server of `pg` and authenticates a `replication=database` session.
     pub async fn connect(pg: &Pg) -> Result<Session, WireError> {
-        match tokio::time::timeout(CONNECT_TIMEOUT, Session::open(pg)).await {
+        Session::connect_as(pg, None).await
+    }
+
+    /// Connects to the server of `pg` and authenticates an ordinary session (no replication) that
+    /// `pg_stat_activity` shows as `application_name`, for [`Session::copy_out`].
+    pub async fn connect_plain(pg: &Pg, application_name: &str) -> Result<Session, WireError> {
+        Session::connect_as(pg, Some(application_name)).await
+    }
+
+    /// A replication session without `plain`, else an ordinary one named `plain`.
+    async fn connect_as(pg: &Pg, plain: Option<&str>) -> Result<Session, WireError> {
+        match tokio::time::timeout(CONNECT_TIMEOUT, Session::open(pg, plain)).await {
             Ok(r) => r,
             Err(_) => Err(io::Error::new(
                 io::ErrorKind::TimedOut,
@@ -226,7 +241,7 @@ impl Session {
         }
     }
 
-    async fn open(pg: &Pg) -> Result<Session, WireError> {
+    async fn open(pg: &Pg, plain: Option<&str>) -> Result<Session, WireError> {
         let cfg = pg.config();
         let (read, write): (ReadHalf, WriteHalf) = if cfg.host.starts_with('/') {
             let path = format!("{}/.s.PGSQL.{}", cfg.host.trim_end_matches('/'), cfg.port);
@@ -243,14 +258,16 @@ impl Session {
             write,
             out: BytesMut::with_capacity(1024),
         };
-        let params = [
+        let mut params = vec![
             ("user", cfg.user.as_str()),
             ("database", pg.database()),
-            ("replication", "database"),
-            ("application_name", "idaas"),
+            ("application_name", plain.unwrap_or("idaas")),
             ("client_encoding", "UTF8"),
             ("options", REPLICATION_OPTIONS),
         ];
+        if plain.is_none() {
+            params.push(("replication", "database"));
+        }
         frontend::startup_message(params, &mut s.out)?;
         s.send().await?;
         s.authenticate(cfg.user.as_bytes(), cfg.password.expose_secret().as_bytes()).await?;
@@ -379,6 +396,53 @@ impl Session {
                 }
                 _ => {}
             }
+        }
+    }
+
+    /// Runs `sql`, a `COPY ... TO STDOUT`, and hands `each` the data of every `CopyData` message as a
+    /// slice of the read buffer: no message is copied or allocated on the way. A server error leaves the
+    /// session usable.
+    pub async fn copy_out(&mut self, sql: &str, mut each: impl FnMut(&[u8])) -> Result<(), WireError> {
+        frontend::query(sql, &mut self.out)?;
+        self.send().await?;
+        let mut error = None;
+        loop {
+            let buf = &mut self.reader.buf;
+            if buf.len() >= 5 {
+                let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+                if len < 4 {
+                    return Err(protocol("a message shorter than its length field"));
+                }
+                if buf.len() > len {
+                    let tag = buf[0];
+                    match tag {
+                        b'd' => each(&buf[5..len + 1]),
+                        b'E' => {
+                            let mut msg = buf.split_to(len + 1);
+                            if let Some(backend::Message::ErrorResponse(body)) =
+                                backend::Message::parse(&mut msg).map_err(malformed)?
+                            {
+                                error = Some(server_error(&body));
+                            }
+                            continue;
+                        }
+                        b'Z' => {
+                            buf.advance(len + 1);
+                            return match error {
+                                Some(e) => Err(e),
+                                None => Ok(()),
+                            };
+                        }
+                        // CopyOutResponse, CopyDone, CommandComplete, notices and parameter changes
+                        b'H' | b'c' | b'C' | b'N' | b'S' => {}
+                        _ => return Err(protocol("unexpected message during COPY TO STDOUT")),
+                    }
+                    buf.advance(len + 1);
+                    continue;
+                }
+                buf.reserve(len + 1 - buf.len());
+            }
+            self.reader.fill().await?;
         }
     }
 
@@ -669,6 +733,49 @@ mod tests {
         );
         assert_eq!(s.buffered().unwrap(), Some(Event::KeepAlive { wal_end: 11, reply_requested: true }));
         assert_eq!(s.buffered().unwrap(), None);
+    }
+
+    fn message(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag];
+        out.extend_from_slice(&(4 + body.len() as i32).to_be_bytes());
+        out.extend_from_slice(body);
+        out
+    }
+
+    #[tokio::test]
+    async fn copy_out_hands_over_every_row_across_short_reads_and_survives_a_server_error() {
+        let rows: Vec<Vec<u8>> = vec![b"first".to_vec(), vec![7; 300], Vec::new()];
+        let mut bytes = message(b'H', &[1, 0, 1, 0, 1]);
+        for r in &rows {
+            bytes.extend(copy_data(r));
+        }
+        for (tag, body) in [(b'c', &b""[..]), (b'C', b"COPY 3\0"), (b'Z', b"T")] {
+            bytes.extend(message(tag, body));
+        }
+        // The second query fails, the third succeeds on the same session.
+        bytes.extend(message(b'E', b"SERROR\0VERROR\0C22012\0Mdivision by zero\0\0"));
+        bytes.extend(message(b'Z', b"I"));
+        bytes.extend(message(b'H', &[1, 0, 1, 0, 1]));
+        bytes.extend(copy_data(b"again"));
+        for (tag, body) in [(b'c', &b""[..]), (b'C', b"COPY 1\0"), (b'Z', b"I")] {
+            bytes.extend(message(tag, body));
+        }
+        // No read returns more than 7 bytes: every message arrives in pieces.
+        let (mut feed, read) = tokio::io::duplex(7);
+        tokio::spawn(async move { feed.write_all(&bytes).await.unwrap() });
+        let mut s = Session {
+            reader: Reader { read: Box::new(read), buf: BytesMut::new() },
+            write: Box::new(tokio::io::sink()),
+            out: BytesMut::new(),
+        };
+        let mut got = Vec::new();
+        s.copy_out("COPY a", |b| got.push(b.to_vec())).await.unwrap();
+        assert_eq!(got, rows);
+        let err = s.copy_out("COPY b", |_| panic!("no rows")).await.unwrap_err();
+        assert_eq!(err.code(), Some("22012"));
+        let mut again = Vec::new();
+        s.copy_out("COPY c", |b| again.push(b.to_vec())).await.unwrap();
+        assert_eq!(again, [b"again".to_vec()]);
     }
 
     #[test]
