@@ -677,7 +677,8 @@ bench_pg() {
     t0=$(now)
     idaas pipeline create --alias drain --source src.public.pgbench_accounts --target tgt.public.pgbench_accounts \
         --auto-create --start >/dev/null
-    "$BENCH" wait-snapshot --api "$API" --pipeline drain --pid "$idaas_pid" --t0 "$t0" --interval-ms 100 \
+    # polled every 20 ms, like the subscription below, so neither end is rounded up more than the other
+    "$BENCH" wait-snapshot --api "$API" --pipeline drain --pid "$idaas_pid" --t0 "$t0" --interval-ms 20 \
         --pids "idaas=$idaas_pid,source=$SRC_PID,target=$TGT_PID" --timeline "$P/load-idaas-timeline.csv" \
         >"$P/load-idaas.json"
     idaas pipeline stats drain --json >"$P/load-idaas-stats.json"
