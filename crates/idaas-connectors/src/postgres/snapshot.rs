@@ -576,22 +576,11 @@ impl PgSnapshot {
         Ok(types)
     }
 
-    /// `COPY (chunk query) TO STDOUT` with `options`; hands each message to `each` as it arrives, while
-    /// the server reads the next rows.
-    async fn copy_chunk(
-        &mut self,
-        table: &TableSchema,
-        after_key: Option<&Row>,
-        limit: usize,
-        options: &str,
-        mut each: impl FnMut(&[u8]) -> Result<()>,
-    ) -> Result<()> {
-        let copy = self.copy_sql(table, after_key, limit, options).await?;
-        let stream = self
-            .client
-            .copy_out(copy.as_str())
-            .await
-            .map_err(|e| classify(self.pg.config(), e, "snapshot read"))?;
+    /// Runs `copy` ([`PgSnapshot::copy_sql`]) on the query session; hands each message to `each` as it
+    /// arrives, while the server reads the next rows.
+    async fn copy_chunk(&mut self, copy: &str, mut each: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
+        let stream =
+            self.client.copy_out(copy).await.map_err(|e| classify(self.pg.config(), e, "snapshot read"))?;
         futures::pin_mut!(stream);
         while let Some(bytes) = futures::StreamExt::next(&mut stream).await {
             each(&bytes.map_err(|e| classify(self.pg.config(), e, "snapshot read"))?)?;
@@ -652,7 +641,8 @@ impl SnapshotReader for PgSnapshot {
         // The server sends each row in a message of its own: rows are decoded as they arrive.
         let mut out = Vec::with_capacity(limit.min(65_536));
         let mut rest = Vec::new();
-        self.copy_chunk(table, after_key, limit, "", |bytes| {
+        let copy = self.copy_sql(table, after_key, limit, "").await?;
+        self.copy_chunk(&copy, |bytes| {
             // A message normally ends with its row's newline; a row split over messages is put together.
             let data: &[u8] = if rest.is_empty() {
                 bytes
@@ -699,7 +689,7 @@ impl SnapshotReader for PgSnapshot {
                 .await
                 .map_err(|e| wire_error(&cfg, e, "snapshot read"))?,
             None => {
-                self.copy_chunk(table, after_key, limit, " (FORMAT binary)", |bytes| {
+                self.copy_chunk(&sql, |bytes| {
                     data.extend_from_slice(bytes);
                     Ok(())
                 })

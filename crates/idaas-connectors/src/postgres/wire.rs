@@ -704,11 +704,15 @@ mod tests {
         }
     }
 
-    fn copy_data(payload: &[u8]) -> Vec<u8> {
-        let mut out = vec![b'd'];
-        out.extend_from_slice(&(4 + payload.len() as i32).to_be_bytes());
-        out.extend_from_slice(payload);
+    fn message(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag];
+        out.extend_from_slice(&(4 + body.len() as i32).to_be_bytes());
+        out.extend_from_slice(body);
         out
+    }
+
+    fn copy_data(payload: &[u8]) -> Vec<u8> {
+        message(b'd', payload)
     }
 
     #[test]
@@ -733,13 +737,6 @@ mod tests {
         );
         assert_eq!(s.buffered().unwrap(), Some(Event::KeepAlive { wal_end: 11, reply_requested: true }));
         assert_eq!(s.buffered().unwrap(), None);
-    }
-
-    fn message(tag: u8, body: &[u8]) -> Vec<u8> {
-        let mut out = vec![tag];
-        out.extend_from_slice(&(4 + body.len() as i32).to_be_bytes());
-        out.extend_from_slice(body);
-        out
     }
 
     #[tokio::test]
