@@ -1,6 +1,7 @@
 //! PostgreSQL sink tests: AutoCreate, the initial load through `COPY`, changes, replays, patches of
 //! unchanged columns, refusals and schema changes, against a private PostgreSQL server.
 
+use idaas_connectors::postgres::sink::PARALLEL_MIN_ROWS;
 use idaas_connectors::postgres::{Pg, PgSink};
 use idaas_connectors::{ConnectionConfig, ConnectorKind};
 use idaas_core::{
@@ -512,6 +513,32 @@ async fn parts_that_wait_on_each_other_are_applied_whole() {
     // And once more: a replay of the batch changes nothing.
     sink.write(&batch).await.unwrap();
     assert_eq!(state(&pg, "people"), model_rows(&model));
+}
+
+/// Backends of the server other than the one asking.
+fn other_backends(pg: &Postgres) -> usize {
+    one(pg, "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()")
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn only_batches_of_the_parallel_size_take_a_second_connection() {
+    let pg = Postgres::start().unwrap();
+    let mut sink = sink(&pg);
+    let schema = simple_schema("orders");
+    let target = TableRef::new("app", "orders");
+    sink.prepare(&schema, &target, true).await.unwrap();
+    let batch = |from: usize, n: usize| -> Vec<ChangeEvent> {
+        (from..from + n).map(|i| insert(&schema, srow(i as i32, "eu", &format!("o{i}"), 1))).collect()
+    };
+    let small = PARALLEL_MIN_ROWS - 1;
+    sink.write(&batch(0, small)).await.unwrap();
+    assert_eq!(other_backends(&pg), 1, "a batch of {small} rows is applied on one connection");
+    sink.write(&batch(small, PARALLEL_MIN_ROWS)).await.unwrap();
+    assert_eq!(other_backends(&pg), 2, "a batch of {PARALLEL_MIN_ROWS} rows is split over two connections");
+    assert_eq!(one(&pg, "SELECT count(*) FROM app.orders"), (small + PARALLEL_MIN_ROWS).to_string());
+    assert_eq!(sink.counts().staged_rows as usize, small + PARALLEL_MIN_ROWS);
 }
 
 #[tokio::test]
