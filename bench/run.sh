@@ -12,15 +12,16 @@
 #   4. initial load of pgbench_accounts (pgbench -i -s 10, 1,000,000 rows) PostgreSQL -> PostgreSQL by a new
 #      pipeline, by a native subscription's initial copy and by pg_dump | psql;
 #   5. CDC drain PostgreSQL -> PostgreSQL: a pgbench backlog (4 clients) drained by the pipeline, then by the
-#      native subscription (publication/subscription);
+#      native subscription (publication/subscription); three rounds, each with its own backlog (one with
+#      --quick), since one pair of drains on a shared 2-core machine can be off by a fifth either way;
 #   6. peak memory of the idaas server during one 200,000-row transaction on a PostgreSQL source (then one
 #      of 1,000,000 rows, to see whether memory grows with the size of a transaction);
 #   7. initial load MariaDB -> PostgreSQL of a sysbench table by a new pipeline and by pgloader.
 #
-#   bench/run.sh                # everything: 60 s backlogs, 30 s latency runs, 1,000,000-row loads (~12 min)
+#   bench/run.sh                # everything: 60 s backlogs, 30 s latency runs, 1,000,000-row loads (~16 min)
 #   bench/run.sh --quick        # everything, shorter: 10 s backlogs and latency runs, 100,000-row
 #                               # MariaDB loads (pgbench_accounts keeps its 1,000,000 rows) (~4 min)
-#   bench/run.sh --pg           # PostgreSQL benchmarks only (4-7) (~2.5 min)
+#   bench/run.sh --pg           # PostgreSQL benchmarks only (4-7) (~6 min)
 #   bench/run.sh --pg --quick   # PostgreSQL benchmarks only, shorter (~1.5 min)
 #
 # Prints a Markdown summary at the end; raw results go to bench/results/RUN_ID/ (git-ignored).
@@ -59,9 +60,9 @@ for arg in "$@"; do
 done
 
 if [ "$QUICK" = 1 ]; then
-    DRAIN_SECS=10 LAT_SECS=10 LOAD_ROWS=100000
+    DRAIN_SECS=10 LAT_SECS=10 LOAD_ROWS=100000 PG_DRAIN_ROUNDS=1
 else
-    DRAIN_SECS=60 LAT_SECS=30 LOAD_ROWS=1000000
+    DRAIN_SECS=60 LAT_SECS=30 LOAD_ROWS=1000000 PG_DRAIN_ROUNDS=3
 fi
 DRAIN_TABLE_SIZE=100000
 DRAIN_THREADS=4
@@ -727,62 +728,72 @@ JSON
     done
     idaas pipeline stop drain >/dev/null
     pgsql "$SUB_PORT" "ALTER SUBSCRIPTION bench_sub DISABLE"
-    local i
-    for i in $(seq 200); do
-        [ "$(pgsql "$SUB_PORT" "SELECT count(pid) FROM pg_stat_subscription WHERE subname = 'bench_sub'")" = 0 ] && break
-        sleep 0.05
-    done
-    log "5. pgbench -c $PG_CLIENTS -j $PG_JOBS -T $DRAIN_SECS (load $(loadavg))"
-    local start_lsn end_lsn upd0 upd1 load_before_run
-    start_lsn=$(pg_lsn "$SRC_PORT")
-    upd0=$(pgsql "$SRC_PORT" "SELECT n_tup_upd FROM pg_stat_user_tables WHERE relid = 'pgbench_accounts'::regclass")
-    load_before_run=$(loadavg)
-    PGPASSWORD=$PG_PASSWORD "$PG_BIN/pgbench" -c $PG_CLIENTS -j $PG_JOBS -T "$DRAIN_SECS" "${pgb[@]}" -p "$SRC_PORT" \
-        postgres >"$P/pgbench-run.txt" 2>&1
-    end_lsn=$(pg_lsn "$SRC_PORT")
-    local txns failed tps wal_bytes expected
-    txns=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$P/pgbench-run.txt")
-    failed=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$P/pgbench-run.txt")
-    tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' "$P/pgbench-run.txt")
-    wal_bytes=$(pgsql "$SRC_PORT" "SELECT pg_wal_lsn_diff('$end_lsn', '$start_lsn')")
-    expected=$(pgsql "$SRC_PORT" "$ACCOUNTS_SUM")
-    sleep 1
-    upd1=$(pgsql "$SRC_PORT" "SELECT n_tup_upd FROM pg_stat_user_tables WHERE relid = 'pgbench_accounts'::regclass")
-    cat >"$P/backlog.json" <<JSON
+    # Each round: a new backlog with both consumers stopped, drained by iDaaS, then by the subscription. The
+    # first round's files are pg/*.json, the others' pg/round-N/*.json.
+    local i round R
+    for round in $(seq "$PG_DRAIN_ROUNDS"); do
+        R=$P
+        if [ "$round" -gt 1 ]; then
+            R=$P/round-$round
+            mkdir -p "$R"
+        fi
+        for i in $(seq 200); do
+            [ "$(pgsql "$SUB_PORT" "SELECT count(pid) FROM pg_stat_subscription WHERE subname = 'bench_sub'")" = 0 ] && break
+            sleep 0.05
+        done
+        log "5. round $round of $PG_DRAIN_ROUNDS: pgbench -c $PG_CLIENTS -j $PG_JOBS -T $DRAIN_SECS (load $(loadavg))"
+        local start_lsn end_lsn upd0 upd1 load_before_run
+        start_lsn=$(pg_lsn "$SRC_PORT")
+        upd0=$(pgsql "$SRC_PORT" "SELECT n_tup_upd FROM pg_stat_user_tables WHERE relid = 'pgbench_accounts'::regclass")
+        load_before_run=$(loadavg)
+        PGPASSWORD=$PG_PASSWORD "$PG_BIN/pgbench" -c $PG_CLIENTS -j $PG_JOBS -T "$DRAIN_SECS" "${pgb[@]}" -p "$SRC_PORT" \
+            postgres >"$R/pgbench-run.txt" 2>&1
+        end_lsn=$(pg_lsn "$SRC_PORT")
+        local txns failed tps wal_bytes expected
+        txns=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$R/pgbench-run.txt")
+        failed=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$R/pgbench-run.txt")
+        tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' "$R/pgbench-run.txt")
+        wal_bytes=$(pgsql "$SRC_PORT" "SELECT pg_wal_lsn_diff('$end_lsn', '$start_lsn')")
+        expected=$(pgsql "$SRC_PORT" "$ACCOUNTS_SUM")
+        sleep 1
+        upd1=$(pgsql "$SRC_PORT" "SELECT n_tup_upd FROM pg_stat_user_tables WHERE relid = 'pgbench_accounts'::regclass")
+        cat >"$R/backlog.json" <<JSON
 {"secs": $DRAIN_SECS, "clients": $PG_CLIENTS, "jobs": $PG_JOBS, "scale": $PG_SCALE, "accounts_rows": $rows,
  "pgbench_transactions": ${txns:-0}, "pgbench_failed": ${failed:-0}, "pgbench_tps": ${tps:-0},
  "accounts_updates": $((upd1 - upd0)), "wal": {"start": "$start_lsn", "end": "$end_lsn", "bytes": $wal_bytes},
  "load_before_run": "$load_before_run", "load_after_run": "$(loadavg)"}
 JSON
-    sleep 2
-    # pgbench leaves work to autovacuum (pgbench_history's inserts, the accounts' analyze), which would run
-    # during the first drain only: wait until the source is quiet.
-    pg_wait_autovacuum "$SRC_PORT"
+        sleep 2
+        # pgbench leaves work to autovacuum (pgbench_history's inserts, the accounts' analyze), which would run
+        # during the first drain only: wait until the source is quiet.
+        pg_wait_autovacuum "$SRC_PORT"
 
-    log "5. drain by iDaaS (load $(loadavg))"
-    reset_hwm "$idaas_pid"
-    perf_start "$P/perf-idaas.data"
-    t0=$(now)
-    idaas pipeline start drain >/dev/null
-    "$BENCH" wait-lsn --api "$API" --pipeline drain --lsn "$end_lsn" --t0 "$t0" \
-        --check-socket "$TGT_SOCKET" --check-port "$TGT_PORT" --check-sql "$ACCOUNTS_SUM" --expected "$expected" \
-        --pids "idaas=$idaas_pid,source=$SRC_PID,target=$TGT_PID" --timeline "$P/drain-idaas-timeline.csv" \
-        --rss-pid "$idaas_pid" --rss-timeline "$P/drain-idaas-rss.csv" >"$P/drain-idaas.json"
-    perf_stop
-    idaas pipeline stats drain --json >"$P/drain-idaas-stats.json"
-    idaas pipeline stop drain >/dev/null
-    sleep 2
+        log "5. round $round: drain by iDaaS (load $(loadavg))"
+        reset_hwm "$idaas_pid"
+        [ "$round" -gt 1 ] || perf_start "$P/perf-idaas.data"
+        t0=$(now)
+        idaas pipeline start drain >/dev/null
+        "$BENCH" wait-lsn --api "$API" --pipeline drain --lsn "$end_lsn" --t0 "$t0" \
+            --check-socket "$TGT_SOCKET" --check-port "$TGT_PORT" --check-sql "$ACCOUNTS_SUM" --expected "$expected" \
+            --pids "idaas=$idaas_pid,source=$SRC_PID,target=$TGT_PID" --timeline "$R/drain-idaas-timeline.csv" \
+            --rss-pid "$idaas_pid" --rss-timeline "$R/drain-idaas-rss.csv" >"$R/drain-idaas.json"
+        perf_stop
+        idaas pipeline stats drain --json >"$R/drain-idaas-stats.json"
+        idaas pipeline stop drain >/dev/null
+        sleep 2
 
-    pg_wait_autovacuum "$SRC_PORT"
-    log "5. drain by the native subscription (load $(loadavg))"
-    perf_start "$P/perf-sub.data"
-    t0=$(now)
-    pgsql "$SUB_PORT" "ALTER SUBSCRIPTION bench_sub ENABLE"
-    "$BENCH" wait-lsn --socket "$SUB_SOCKET" --port "$SUB_PORT" --subscription bench_sub --lsn "$end_lsn" --t0 "$t0" \
-        --check-socket "$SUB_SOCKET" --check-port "$SUB_PORT" --check-sql "$ACCOUNTS_SUM" --expected "$expected" \
-        --pids "source=$SRC_PID,subscriber=$SUB_PID" --timeline "$P/drain-sub-timeline.csv" >"$P/drain-sub.json"
-    perf_stop
-    pgsql "$SUB_PORT" "ALTER SUBSCRIPTION bench_sub DISABLE"
+        pg_wait_autovacuum "$SRC_PORT"
+        log "5. round $round: drain by the native subscription (load $(loadavg))"
+        [ "$round" -gt 1 ] || perf_start "$P/perf-sub.data"
+        t0=$(now)
+        pgsql "$SUB_PORT" "ALTER SUBSCRIPTION bench_sub ENABLE"
+        "$BENCH" wait-lsn --socket "$SUB_SOCKET" --port "$SUB_PORT" --subscription bench_sub --lsn "$end_lsn" --t0 "$t0" \
+            --check-socket "$SUB_SOCKET" --check-port "$SUB_PORT" --check-sql "$ACCOUNTS_SUM" --expected "$expected" \
+            --pids "source=$SRC_PID,subscriber=$SUB_PID" --timeline "$R/drain-sub-timeline.csv" >"$R/drain-sub.json"
+        perf_stop
+        pgsql "$SUB_PORT" "ALTER SUBSCRIPTION bench_sub DISABLE"
+        sleep 2
+    done
     stop_idaas "$idaas_pid"
     sleep 2
 
