@@ -34,7 +34,7 @@
 //! whatever the source decoded during the previous write), so a large batch means one backend of the
 //! target has become the bottleneck; smaller batches stay on one connection, where the second only adds
 //! work (in a 2-core drain of a 1,000,000-row table, batches of about 2,300 rows cost the target 6.0-6.5 µs
-//! of CPU per row on one connection against 7.3-8.0 µs split over two). [`Sink::write`] returns once both
+//! of CPU per row on one connection against 7.3-8.1 µs split over two). [`Sink::write`] returns once both
 //! committed, so the engine's checkpoint still follows whole batches; a reader of the target may see one
 //! part before the other, as it may already see part of a source transaction. When the parts fail (a
 //! unique index on other columns or a foreign key can make them wait on each other until the server breaks
