@@ -45,7 +45,7 @@ fn ev(schema: &Arc<TableSchema>, op: Op, before: Option<Row>, after: Option<Row>
         op,
         source: SourceInfo {
             connection: "src".into(),
-            table: Some(schema.table.clone()),
+            table: Some(std::sync::Arc::new(schema.table.clone())),
             position: Position::default(),
             commit_ts_ms: None,
             read_ts_ms: None,

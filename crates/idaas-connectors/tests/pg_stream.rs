@@ -80,7 +80,11 @@ fn id(ev: &ChangeEvent) -> i64 {
 fn one_big_transaction<'a>(events: &'a [ChangeEvent], ids: &[i64]) -> &'a ChangeEvent {
     let (commit, rows) = events.split_last().expect("events");
     assert_eq!(commit.op, Op::Commit);
-    assert!(rows.iter().all(|e| e.op == Op::Insert && e.source.table == Some(t("big"))), "{:?}", ops(rows));
+    assert!(
+        rows.iter().all(|e| e.op == Op::Insert && e.source.table.as_deref() == Some(&t("big"))),
+        "{:?}",
+        ops(rows)
+    );
     let got: Vec<i64> = rows.iter().map(id).collect();
     assert_eq!(got.len(), ids.len(), "rows of the large transaction");
     assert!(got == ids, "the large transaction's rows differ from those committed, or are out of order");
@@ -105,7 +109,7 @@ async fn a_large_transaction_arrives_whole_after_a_smaller_one_that_committed_wh
 
     let events = until_commits(&mut stream, 2).await;
     assert_eq!(ops(&events[..2]), [Op::Insert, Op::Commit], "the small transaction committed first");
-    assert_eq!(events[0].source.table, Some(t("small")));
+    assert_eq!(events[0].source.table.as_deref(), Some(&t("small")));
     let big = one_big_transaction(&events[2..], &(1..=40_000).collect::<Vec<_>>());
     assert!(lsn_after(&server, &big.source.position, &events[1].source.position));
     assert_eq!(streamed_txns(&server, "idaas_streamed"), 1);
@@ -173,7 +177,7 @@ async fn an_aborted_streamed_transaction_delivers_nothing() {
     server.sql("INSERT INTO small VALUES (1)").unwrap();
     let events = until_commits(&mut stream, 1).await;
     assert_eq!(ops(&events), [Op::Insert, Op::Commit], "{:?}", ops(&events));
-    assert_eq!(events[0].source.table, Some(t("small")));
+    assert_eq!(events[0].source.table.as_deref(), Some(&t("small")));
     assert_eq!(streamed_txns(&server, "idaas_aborted"), 2);
 }
 

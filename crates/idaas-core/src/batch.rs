@@ -14,6 +14,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::event::{ChangeEvent, Op, Row};
 use crate::schema::{TableRef, TableSchema};
 use crate::value::Value;
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::sync::Arc;
@@ -38,18 +39,18 @@ pub struct Group<T> {
     pub rows: Vec<T>,
 }
 
-/// A reduced batch.
+/// A reduced batch. Rows are borrowed from the events, except those completed from earlier events.
 #[derive(Debug, Default)]
-pub struct Reduced {
+pub struct Reduced<'a> {
     /// Partial updates (apply first).
     pub patches: Vec<Group<Patch>>,
     /// Rows to delete (by key).
-    pub deletes: Vec<Group<Row>>,
+    pub deletes: Vec<Group<Cow<'a, Row>>>,
     /// Full rows to insert or replace.
-    pub upserts: Vec<Group<Row>>,
+    pub upserts: Vec<Group<Cow<'a, Row>>>,
 }
 
-impl Reduced {
+impl Reduced<'_> {
     /// True when nothing is to be written.
     pub fn is_empty(&self) -> bool {
         self.patches.is_empty() && self.deletes.is_empty() && self.upserts.is_empty()
@@ -57,9 +58,9 @@ impl Reduced {
 }
 
 #[derive(Clone)]
-enum Final {
-    Upsert(Row),
-    Delete(Row),
+enum Final<'a> {
+    Upsert(Cow<'a, Row>),
+    Delete(Cow<'a, Row>),
     Patch(Patch),
 }
 
@@ -125,9 +126,9 @@ struct State<'a> {
     /// Tables of the batch; keys refer to them by index.
     tables: Vec<&'a TableRef>,
     /// Index in `entries` by table index and key.
-    index: HashMap<(usize, Vec<u8>), usize>,
+    index: HashMap<(usize, Vec<u8>), usize, foldhash::fast::RandomState>,
     /// Final states; `None` once removed.
-    entries: Vec<Option<(usize, Final, Arc<TableSchema>)>>,
+    entries: Vec<Option<(usize, Final<'a>, Arc<TableSchema>)>>,
 }
 
 impl<'a> State<'a> {
@@ -141,7 +142,7 @@ impl<'a> State<'a> {
         }
     }
 
-    fn put(&mut self, table: usize, schema: &Arc<TableSchema>, k: Vec<u8>, f: Final) {
+    fn put(&mut self, table: usize, schema: &Arc<TableSchema>, k: Vec<u8>, f: Final<'a>) {
         match self.index.entry((table, k)) {
             Entry::Occupied(e) => self.entries[*e.get()] = Some((table, f, schema.clone())),
             Entry::Vacant(e) => {
@@ -151,7 +152,7 @@ impl<'a> State<'a> {
         }
     }
 
-    fn get(&self, table: usize, k: &[u8]) -> Option<&Final> {
+    fn get(&self, table: usize, k: &[u8]) -> Option<&Final<'a>> {
         // Keys are looked up by value; the tuple key needs an owned copy.
         let at = *self.index.get(&(table, k.to_vec()))?;
         self.entries[at].as_ref().map(|(_, f, _)| f)
@@ -165,7 +166,7 @@ impl<'a> State<'a> {
 }
 
 /// Reduces row events (insert, update, delete, snapshot-read; others are ignored) to final states.
-pub fn reduce(events: &[ChangeEvent]) -> Result<Reduced> {
+pub fn reduce(events: &[ChangeEvent]) -> Result<Reduced<'_>> {
     // An initial-load chunk holds each key once: no need to track final states.
     if !events.is_empty() && events.iter().all(|e| e.op == Op::SnapshotRead) {
         let mut out = Reduced::default();
@@ -181,12 +182,15 @@ pub fn reduce(events: &[ChangeEvent]) -> Result<Reduced> {
                     format!("table {table} has no primary key; rows cannot be applied idempotently"),
                 ));
             }
-            push(&mut out.upserts, table, schema, after.clone(), events.len());
+            push(&mut out.upserts, table, schema, Cow::Borrowed(after), events.len());
         }
         return Ok(out);
     }
-    let mut st =
-        State { tables: Vec::new(), index: HashMap::with_capacity(events.len()), entries: Vec::new() };
+    let mut st = State {
+        tables: Vec::new(),
+        index: HashMap::with_capacity_and_hasher(events.len(), Default::default()),
+        entries: Vec::new(),
+    };
     let mut keyidx: Vec<usize> = Vec::new();
     let mut keyidx_of: Option<(usize, u64)> = None;
     for ev in events {
@@ -209,7 +213,7 @@ pub fn reduce(events: &[ChangeEvent]) -> Result<Reduced> {
         match ev.op {
             Op::Insert | Op::SnapshotRead => {
                 let Some(after) = &ev.after else { continue };
-                st.put(t, schema, key_of(after), Final::Upsert(after.clone()));
+                st.put(t, schema, key_of(after), Final::Upsert(Cow::Borrowed(after)));
             }
             Op::Update => {
                 let Some(after) = &ev.after else { continue };
@@ -221,20 +225,20 @@ pub fn reduce(events: &[ChangeEvent]) -> Result<Reduced> {
                         // The old key goes; a pending patch of it must still move the target row away.
                         if let Some(Final::Patch(p)) = st.get(t, &kb) {
                             let old = p.key_row.clone();
-                            st.put(t, schema, key_of(&old), Final::Delete(old));
+                            st.put(t, schema, key_of(&old), Final::Delete(Cow::Owned(old)));
                         }
-                        st.put(t, schema, kb, Final::Delete(old_row.clone()));
+                        st.put(t, schema, kb, Final::Delete(Cow::Borrowed(old_row)));
                     }
-                    st.put(t, schema, ka, Final::Upsert(after.clone()));
+                    st.put(t, schema, ka, Final::Upsert(Cow::Borrowed(after)));
                     continue;
                 }
                 match st.get(t, &kb) {
                     Some(Final::Upsert(prev)) => {
                         let full = fill(after, prev);
                         if kb != ka {
-                            st.put(t, schema, kb, Final::Delete(old_row.clone()));
+                            st.put(t, schema, kb, Final::Delete(Cow::Borrowed(old_row)));
                         }
-                        st.put(t, schema, ka, Final::Upsert(full));
+                        st.put(t, schema, ka, Final::Upsert(Cow::Owned(full)));
                     }
                     Some(Final::Patch(prev)) => {
                         let merged = Patch { key_row: prev.key_row.clone(), row: fill(after, &prev.row) };
@@ -259,10 +263,10 @@ pub fn reduce(events: &[ChangeEvent]) -> Result<Reduced> {
                     let ko = key_of(&p.key_row);
                     if ko != k {
                         let old = p.key_row.clone();
-                        st.put(t, schema, ko, Final::Delete(old));
+                        st.put(t, schema, ko, Final::Delete(Cow::Owned(old)));
                     }
                 }
-                st.put(t, schema, k, Final::Delete(before.clone()));
+                st.put(t, schema, k, Final::Delete(Cow::Borrowed(before)));
             }
             _ => {}
         }
@@ -346,7 +350,7 @@ mod tests {
             op,
             source: SourceInfo {
                 connection: "c".into(),
-                table: Some(TableRef::new("d", "t")),
+                table: Some(Arc::new(TableRef::new("d", "t"))),
                 position: Position::default(),
                 commit_ts_ms: None,
                 read_ts_ms: None,
@@ -365,23 +369,23 @@ mod tests {
 
     #[test]
     fn last_event_of_a_key_wins_and_moves_delete_the_old_key() {
-        let r = reduce(&[
+        let events = [
             ev(Op::Insert, None, Some(row(1, 1, Value::Int(9)))),
             ev(Op::Update, Some(row(1, 1, Value::Int(9))), Some(row(1, 2, Value::Int(9)))),
             ev(Op::Update, Some(row(1, 2, Value::Int(9))), Some(row(2, 2, Value::Int(9)))),
             ev(Op::Insert, None, Some(row(3, 3, Value::Null))),
             ev(Op::Delete, Some(row(3, 3, Value::Null)), None),
-        ])
-        .unwrap();
+        ];
+        let r = reduce(&events).unwrap();
         assert!(r.patches.is_empty());
         assert_eq!(r.deletes[0].rows.len(), 2);
-        assert_eq!(r.upserts[0].rows, vec![row(2, 2, Value::Int(9))]);
+        assert_eq!(r.upserts[0].rows, vec![Cow::Owned::<Row>(row(2, 2, Value::Int(9)))]);
     }
 
     #[test]
     fn rows_of_several_tables_keep_their_own_groups_in_order() {
         let other = |mut e: ChangeEvent| {
-            e.source.table = Some(TableRef::new("d", "u"));
+            e.source.table = Some(Arc::new(TableRef::new("d", "u")));
             e
         };
         let mut events = Vec::new();
@@ -391,7 +395,7 @@ mod tests {
         }
         events.push(other(ev(Op::Delete, Some(row(1, 1, Value::Null)), None)));
         let r = reduce(&events).unwrap();
-        let ids = |g: &Group<Row>| g.rows.iter().map(|r| r[0].clone()).collect::<Vec<_>>();
+        let ids = |g: &Group<Cow<'_, Row>>| g.rows.iter().map(|r| r[0].clone()).collect::<Vec<_>>();
         assert_eq!(r.upserts.len(), 2);
         assert_eq!(r.upserts[0].table, TableRef::new("d", "t"));
         assert_eq!(ids(&r.upserts[0]), vec![Value::Int(0), Value::Int(2), Value::Int(4)]);
@@ -404,14 +408,14 @@ mod tests {
 
     #[test]
     fn unchanged_values_are_filled_from_the_batch_or_patched() {
-        let r = reduce(&[
+        let events = [
             ev(Op::Insert, None, Some(row(1, 1, Value::Text("huge".into())))),
             ev(Op::Update, Some(row(1, 1, Value::Unchanged)), Some(row(1, 5, Value::Unchanged))),
             ev(Op::Update, Some(row(2, 0, Value::Unchanged)), Some(row(2, 7, Value::Unchanged))),
             ev(Op::Update, Some(row(2, 7, Value::Unchanged)), Some(row(4, 8, Value::Unchanged))),
-        ])
-        .unwrap();
-        assert_eq!(r.upserts[0].rows, vec![row(1, 5, Value::Text("huge".into()))]);
+        ];
+        let r = reduce(&events).unwrap();
+        assert_eq!(r.upserts[0].rows, vec![Cow::Owned::<Row>(row(1, 5, Value::Text("huge".into())))]);
         assert_eq!(r.patches[0].rows.len(), 1);
         let p = &r.patches[0].rows[0];
         assert_eq!(p.key_row[0], Value::Int(2), "the target row is found by its old key");
@@ -421,23 +425,26 @@ mod tests {
 
     #[test]
     fn snapshot_chunks_pass_straight_through() {
-        let r = reduce(&[
+        let events = [
             ev(Op::SnapshotRead, None, Some(row(1, 1, Value::Null))),
             ev(Op::SnapshotRead, None, Some(row(2, 2, Value::Null))),
-        ])
-        .unwrap();
+        ];
+        let r = reduce(&events).unwrap();
         assert_eq!(r.upserts.len(), 1);
-        assert_eq!(r.upserts[0].rows, vec![row(1, 1, Value::Null), row(2, 2, Value::Null)]);
+        assert_eq!(
+            r.upserts[0].rows,
+            vec![Cow::Owned::<Row>(row(1, 1, Value::Null)), Cow::Owned(row(2, 2, Value::Null))]
+        );
         assert!(r.deletes.is_empty() && r.patches.is_empty());
     }
 
     #[test]
     fn deleting_a_patched_row_deletes_it_under_its_old_key() {
-        let r = reduce(&[
+        let events = [
             ev(Op::Update, Some(row(2, 0, Value::Unchanged)), Some(row(4, 8, Value::Unchanged))),
             ev(Op::Delete, Some(row(4, 8, Value::Null)), None),
-        ])
-        .unwrap();
+        ];
+        let r = reduce(&events).unwrap();
         let deleted: Vec<&Value> = r.deletes.iter().flat_map(|g| g.rows.iter().map(|r| &r[0])).collect();
         assert!(deleted.contains(&&Value::Int(2)) && deleted.contains(&&Value::Int(4)), "{deleted:?}");
         assert!(r.patches.is_empty());

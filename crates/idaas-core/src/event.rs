@@ -36,25 +36,89 @@ pub enum Op {
 
 /// A source's position, opaque to everyone but the source that wrote it.
 ///
-/// MySQL writes `{"file": "...", "pos": N, "gtid": "0-1-42"}`; the engine stores it without looking inside.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(transparent)]
-pub struct Position(pub serde_json::Value);
+/// Its JSON form is what checkpoints store: MySQL writes `{"file": "...", "pos": N, "gtid": "0-1-42"}`; the
+/// engine stores it without looking inside. A source that hands over a position with every transaction may
+/// give it as a number and the function that makes its JSON form ([`Position::deferred`]): the form is then
+/// built only for the few positions that are stored or shown, not for every commit.
+#[derive(Clone, Default)]
+pub struct Position(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    Json(serde_json::Value),
+    Deferred(u64, fn(u64) -> serde_json::Value),
+}
+
+impl Default for Repr {
+    fn default() -> Repr {
+        Repr::Json(serde_json::Value::Null)
+    }
+}
 
 impl Position {
+    /// A position in its JSON form.
+    pub fn new(json: serde_json::Value) -> Position {
+        Position(Repr::Json(json))
+    }
+
+    /// A position held as `value`; `to_json(value)` is its JSON form.
+    pub fn deferred(value: u64, to_json: fn(u64) -> serde_json::Value) -> Position {
+        Position(Repr::Deferred(value, to_json))
+    }
+
     /// True when no position is set.
     pub fn is_none(&self) -> bool {
-        self.0.is_null()
+        matches!(self.0, Repr::Json(serde_json::Value::Null))
+    }
+
+    /// The JSON form.
+    pub fn to_json(&self) -> std::borrow::Cow<'_, serde_json::Value> {
+        match &self.0 {
+            Repr::Json(v) => std::borrow::Cow::Borrowed(v),
+            Repr::Deferred(n, f) => std::borrow::Cow::Owned(f(*n)),
+        }
+    }
+}
+
+impl PartialEq for Position {
+    fn eq(&self, other: &Position) -> bool {
+        self.to_json() == other.to_json()
+    }
+}
+
+impl Eq for Position {}
+
+impl std::fmt::Debug for Position {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Position({})", self.to_json())
+    }
+}
+
+impl std::fmt::Display for Position {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.to_json().fmt(f)
+    }
+}
+
+impl Serialize for Position {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.to_json().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Position {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Position, D::Error> {
+        serde_json::Value::deserialize(d).map(Position::new)
     }
 }
 
 /// Where an event came from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SourceInfo {
-    /// Connection alias.
-    pub connection: String,
-    /// The table (database/schema and name).
-    pub table: Option<TableRef>,
+    /// Connection alias (shared by the events of a stream).
+    pub connection: Arc<str>,
+    /// The table (database/schema and name), shared by the events of a table.
+    pub table: Option<Arc<TableRef>>,
     /// Position of the event; for a [`Op::Commit`] the position to resume after it.
     pub position: Position,
     /// Source commit time, milliseconds since the Unix epoch, at the resolution the source logs it (whole
@@ -64,8 +128,8 @@ pub struct SourceInfo {
     /// no later than this, which bounds coarse commit timestamps for lag.
     #[serde(default)]
     pub read_ts_ms: Option<i64>,
-    /// Source transaction id (a GTID for MariaDB).
-    pub txid: Option<String>,
+    /// Source transaction id (a GTID for MariaDB), shared by the events of a transaction.
+    pub txid: Option<Arc<str>>,
 }
 
 /// One change.

@@ -379,7 +379,7 @@ impl Engine {
                 if let Some(p) = cp.get("stream_position").filter(|p| !p.is_null()) {
                     stats.set_checkpoint(p.clone());
                     if cp.get("snapshot_done").and_then(|d| d.as_bool()).unwrap_or(false) {
-                        source.acknowledge(&idaas_core::Position(p.clone()));
+                        source.acknowledge(&idaas_core::Position::new(p.clone()));
                     }
                 }
             })

@@ -413,8 +413,8 @@ async fn write_chunk<'a>(
     ctx.stats.input(n, true);
     let last_key: Row = keyidx.iter().map(|i| rows[rows.len() - 1][*i].clone()).collect();
     let source = SourceInfo {
-        connection: ctx.spec.source.connection.clone(),
-        table: Some(ctx.source_table.clone()),
+        connection: ctx.spec.source.connection.as_str().into(),
+        table: Some(Arc::new(ctx.source_table.clone())),
         position: Position::default(),
         commit_ts_ms: None,
         read_ts_ms: None,
@@ -444,7 +444,7 @@ async fn stream(
 ) -> Result<Outcome> {
     let from = cp.stream_position.clone().unwrap_or_default();
     let mut changes = ctx.source.stream(&from, std::slice::from_ref(&*schema)).await?;
-    info!(position = %from.0, "streaming changes");
+    info!(position = %from, "streaming changes");
     // Both buffers keep their size from batch to batch while events keep coming (growing them again for
     // every batch cost more than filling them) and are released whenever the stream waits.
     // `pending` starts with the events after the last resume point of the batch before.

@@ -55,12 +55,12 @@ pub struct BinlogPosition {
 impl BinlogPosition {
     /// As an opaque position.
     pub fn to_position(&self) -> Position {
-        Position(serde_json::to_value(self).unwrap_or_default())
+        Position::new(serde_json::to_value(self).unwrap_or_default())
     }
 
     /// From an opaque position this source wrote.
     pub fn from_position(p: &Position) -> Result<BinlogPosition> {
-        serde_json::from_value(p.0.clone())
+        serde_json::from_value(p.to_json().into_owned())
             .map_err(|e| Error::with_cause(ErrorKind::InvalidInput, "not a MySQL binlog position", e))
     }
 }
@@ -181,16 +181,16 @@ struct Reader {
     /// The last GTID of each domain seen so far.
     gtid_state: std::collections::BTreeMap<u32, String>,
     /// The current transaction's GTID.
-    gtid: Option<String>,
+    gtid: Option<Arc<str>>,
     in_txn: bool,
 }
 
 impl Reader {
     /// Source details of a row event: no position (rows are not resume points; building one per row
     /// costs more than decoding the row).
-    fn row_info(&self, table: &TableRef, ts: u32, read_ts_ms: i64) -> SourceInfo {
+    fn row_info(&self, table: &Arc<TableRef>, ts: u32, read_ts_ms: i64) -> SourceInfo {
         SourceInfo {
-            connection: self.db.config().alias.clone(),
+            connection: self.db.config().alias.as_str().into(),
             table: Some(table.clone()),
             position: Position::default(),
             commit_ts_ms: if ts > 0 { Some(ts as i64 * 1000) } else { None },
@@ -201,8 +201,8 @@ impl Reader {
 
     fn info(&self, table: Option<TableRef>, pos: u64, ts: u32) -> SourceInfo {
         SourceInfo {
-            connection: self.db.config().alias.clone(),
-            table,
+            connection: self.db.config().alias.as_str().into(),
+            table: table.map(Arc::new),
             position: BinlogPosition {
                 file: self.file.clone(),
                 pos,
@@ -242,7 +242,7 @@ impl Reader {
             if header.event_type_raw() == MARIADB_GTID_EVENT {
                 let (domain, gtid) = parse_mariadb_gtid(event.data(), header.server_id())?;
                 self.gtid_state.insert(domain, gtid.clone());
-                self.gtid = Some(gtid);
+                self.gtid = Some(gtid.into());
                 self.in_txn = true;
                 continue;
             }
@@ -410,6 +410,7 @@ impl Reader {
             | RowsEventData::PartialUpdateRowsEvent(_) => Op::Update,
             RowsEventData::DeleteRowsEventV1(_) | RowsEventData::DeleteRowsEvent(_) => Op::Delete,
         };
+        let shared = Arc::new(table);
         for r in rows.rows(tme) {
             let (before, after) = r.map_err(|e| {
                 Error::with_cause(ErrorKind::Internal, format!("cannot decode a row of {name}"), e)
@@ -418,7 +419,7 @@ impl Reader {
             let after = after.as_ref().map(decode).transpose()?;
             let ev = ChangeEvent {
                 op,
-                source: self.row_info(&table, ts, read_ts_ms),
+                source: self.row_info(&shared, ts, read_ts_ms),
                 before,
                 after,
                 schema: Some(schema.clone()),

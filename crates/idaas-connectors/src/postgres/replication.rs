@@ -126,17 +126,18 @@ pub fn parse_lsn(s: &str) -> Option<u64> {
     Some((u64::from(part(hi)?) << 32) | u64::from(part(lo)?))
 }
 
-/// The position `{"lsn": "..."}`.
+/// The position `{"lsn": "..."}`, kept as the number until its JSON form is needed.
 pub fn lsn_position(lsn: u64) -> Position {
-    Position(serde_json::json!({ "lsn": format_lsn(lsn) }))
+    Position::deferred(lsn, |lsn| serde_json::json!({ "lsn": format_lsn(lsn) }))
 }
 
 /// The LSN of a position this source wrote.
 pub fn position_lsn(p: &Position) -> Result<u64> {
-    p.0.get("lsn").and_then(|v| v.as_str()).and_then(parse_lsn).ok_or_else(|| {
+    let json = p.to_json();
+    json.get("lsn").and_then(|v| v.as_str()).and_then(parse_lsn).ok_or_else(|| {
         Error::new(
             ErrorKind::InvalidInput,
-            format!("not a PostgreSQL position (expected {{\"lsn\": \"X/Y\"}}): {}", p.0),
+            format!("not a PostgreSQL position (expected {{\"lsn\": \"X/Y\"}}): {json}"),
         )
     })
 }
@@ -423,6 +424,7 @@ pub async fn stream(
     );
     let (tx, stream) = events::channel();
     let reader = Reader {
+        alias: pg.config().alias.as_str().into(),
         pg,
         catalog,
         types: TypeCache::new(),
@@ -455,7 +457,7 @@ fn now_ms() -> i64 {
 struct RelInfo {
     /// The streamed table it belongs to (itself, or the partitioned table of a partition); `None` when the
     /// stream does not follow it.
-    table: Option<TableRef>,
+    table: Option<Arc<TableRef>>,
     /// True for a partition of a streamed partitioned table.
     partition: bool,
     /// The relation's columns.
@@ -470,7 +472,7 @@ struct RelInfo {
 
 struct Txn {
     /// The transaction id as the events' `txid`, formatted once for all of them.
-    txid: String,
+    txid: Arc<str>,
     final_lsn: u64,
     commit_ts_ms: i64,
 }
@@ -570,6 +572,8 @@ fn spool_error(cfg: &ConnectionConfig, xid: u32, e: std::io::Error) -> Error {
 }
 
 struct Reader {
+    /// The connection alias as the events' `connection`.
+    alias: Arc<str>,
     pg: Pg,
     catalog: Client,
     types: TypeCache,
@@ -642,10 +646,10 @@ impl Reader {
         }
     }
 
-    fn info(&self, table: Option<TableRef>, position: Option<u64>, txn: bool) -> SourceInfo {
+    fn info(&self, table: Option<Arc<TableRef>>, position: Option<u64>, txn: bool) -> SourceInfo {
         let t = self.txn.as_ref().filter(|_| txn);
         SourceInfo {
-            connection: self.cfg().alias.clone(),
+            connection: self.alias.clone(),
             table,
             position: position.map(lsn_position).unwrap_or_default(),
             commit_ts_ms: t.map(|t| t.commit_ts_ms),
@@ -786,7 +790,8 @@ impl Reader {
 
     fn begin(&mut self, final_lsn: u64, xid: u32, commit_time: i64) {
         let micros = commit_time + PG_EPOCH_MICROS;
-        self.txn = Some(Txn { txid: xid.to_string(), final_lsn, commit_ts_ms: micros.div_euclid(1000) });
+        self.txn =
+            Some(Txn { txid: xid.to_string().into(), final_lsn, commit_ts_ms: micros.div_euclid(1000) });
     }
 
     async fn commit(&mut self, end_lsn: u64, commit_time: i64, tx: &Tx) -> Result<()> {
@@ -861,7 +866,7 @@ impl Reader {
             tracing::info!(table = %table, version = new.version, "table definition changed");
             let ev = ChangeEvent {
                 op: Op::Ddl,
-                source: self.info(Some(table.clone()), Some(self.position()), true),
+                source: self.info(Some(Arc::new(table.clone())), Some(self.position()), true),
                 before: None,
                 after: None,
                 schema: Some(new.clone()),
@@ -876,7 +881,14 @@ impl Reader {
         let map = map_columns(&rel, &schema);
         self.relations.insert(
             rel.id,
-            RelInfo { table: Some(table), partition, relation: rel, types, version: schema.version, map },
+            RelInfo {
+                table: Some(Arc::new(table)),
+                partition,
+                relation: rel,
+                types,
+                version: schema.version,
+                map,
+            },
         );
         Ok(())
     }
@@ -976,7 +988,7 @@ impl Reader {
             )));
         };
         let Some(table) = info.table.clone() else { return Ok(()) };
-        let schema = self.schemas[&table].clone();
+        let schema = self.schemas[&*table].clone();
         if info.version != schema.version {
             // Another partition's relation message changed the table's schema.
             info.map = map_columns(&info.relation, &schema);
@@ -1004,7 +1016,7 @@ impl Reader {
         for id in relations {
             let Some(info) = self.relations.get(&id) else { continue };
             let Some(table) = &info.table else { continue };
-            let parts = hit.entry(table.clone()).or_default();
+            let parts = hit.entry((**table).clone()).or_default();
             if info.partition {
                 parts.push(id);
             }
@@ -1035,7 +1047,7 @@ impl Reader {
             let schema = self.schemas[&table].clone();
             let ev = ChangeEvent {
                 op: Op::Ddl,
-                source: self.info(Some(table.clone()), Some(self.position()), true),
+                source: self.info(Some(Arc::new(table.clone())), Some(self.position()), true),
                 before: None,
                 after: None,
                 schema: Some(schema),
@@ -1055,7 +1067,7 @@ mod tests {
     #[test]
     fn positions_round_trip() {
         let p = lsn_position(0x16_B374_D848);
-        assert_eq!(p.0, serde_json::json!({"lsn": "16/B374D848"}));
+        assert_eq!(*p.to_json(), serde_json::json!({"lsn": "16/B374D848"}));
         assert_eq!(position_lsn(&p).unwrap(), 0x16_B374_D848);
         assert_eq!(parse_lsn("0/0"), Some(0));
         assert_eq!(parse_lsn(" 0/16b3748\n"), Some(0x16B_3748));
@@ -1071,7 +1083,7 @@ mod tests {
         for bad in ["", "/", "0/", "/0", "1/2/3", "x/0", "100000000/0", "0/-1", "+1/0", "0 /1"] {
             assert_eq!(parse_lsn(bad), None, "{bad:?}");
         }
-        assert!(position_lsn(&Position(serde_json::json!({"file": "x", "pos": 4}))).is_err());
+        assert!(position_lsn(&Position::new(serde_json::json!({"file": "x", "pos": 4}))).is_err());
     }
 
     fn cfg() -> ConnectionConfig {

@@ -11,7 +11,9 @@
 //!   (at most 256 rows and 65,535 parameters) so each connection prepares few statements. The statements of
 //!   one phase touch distinct keys, so they are pipelined: sent without waiting for each answer.
 //! - Upserts of [`COPY_MIN_ROWS`] rows or more go through binary `COPY` into a temporary staging table, then
-//!   one `INSERT ... SELECT ... ORDER BY key ON CONFLICT (key) DO UPDATE`.
+//!   one `INSERT ... SELECT ... ON CONFLICT (key) DO UPDATE` that takes the rows in key order: sorted here
+//!   when the key is integers, UUIDs, dates or times, by the server's `ORDER BY key` otherwise (text sorts by
+//!   its collation).
 //! - The initial load (batches of snapshot reads only) is copied straight into the target table; when a
 //!   resumed load resends rows the target already holds, the `COPY` fails on the primary key, is rolled back
 //!   to a savepoint and the same rows are upserted through the staging table instead. Rows of a PostgreSQL
@@ -62,6 +64,7 @@ use idaas_core::{
     ChangeEvent, CheckItem, CheckReport, ColumnSchema, DataType, Error, ErrorKind, Op, RawChunk, RawLayout,
     Result, Row, Sink, TableRef, TableSchema, Value,
 };
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use tokio_postgres::error::SqlState;
@@ -387,13 +390,13 @@ impl PgSink {
 }
 
 /// Splits a batch in two by a hash of each row's key: the parts touch distinct keys.
-fn split(reduced: Reduced) -> [Reduced; 2] {
-    fn part(groups: Vec<Group<Row>>) -> [Vec<Group<Row>>; 2] {
-        let mut out: [Vec<Group<Row>>; 2] = [Vec::new(), Vec::new()];
+fn split(reduced: Reduced<'_>) -> [Reduced<'_>; 2] {
+    fn part(groups: Vec<Group<Cow<'_, Row>>>) -> [Vec<Group<Cow<'_, Row>>>; 2] {
+        let mut out: [Vec<Group<Cow<'_, Row>>>; 2] = [Vec::new(), Vec::new()];
         for g in groups {
             let keyidx = g.schema.key_indexes();
             let half = g.rows.len() / 2 + 1;
-            let mut rows: [Vec<Row>; 2] = [Vec::with_capacity(half), Vec::with_capacity(half)];
+            let mut rows: [Vec<Cow<'_, Row>>; 2] = [Vec::with_capacity(half), Vec::with_capacity(half)];
             for r in g.rows {
                 let mut h = std::hash::DefaultHasher::new();
                 std::hash::Hash::hash(&batch::key_bytes(&keyidx, &r), &mut h);
@@ -626,20 +629,49 @@ fn stage(plan: &Plan, name: &str, idx: &[usize]) -> Stage {
     }
 }
 
-fn copy_rows(plan: &Plan, idx: &[usize], rows: &[Row]) -> Result<Bytes> {
+/// `rows` in the order of their keys, when every key value is of a kind the target orders the same way
+/// (integers, UUIDs, dates and times); `None` otherwise (text sorts by collation), and the server sorts.
+/// Applied in key order, rows visit the key's index and the table's pages in order instead of jumping
+/// between them (17-20 % less time for 20,000 random keys of 1,000,000); sorted here, the rows reach the
+/// staging table in that order and the server reads them back without sorting them again.
+fn in_key_order<'a>(key: &[usize], rows: &'a [Cow<'_, Row>]) -> Option<Vec<&'a Row>> {
+    let natural = |v: &Value| {
+        matches!(
+            v,
+            Value::Int(_)
+                | Value::UInt(_)
+                | Value::Uuid(_)
+                | Value::Timestamp(_)
+                | Value::Date(_)
+                | Value::DateTime(_)
+                | Value::Bool(_)
+        )
+    };
+    if !rows.iter().all(|r| key.iter().all(|i| natural(&r[*i]))) {
+        return None;
+    }
+    let mut order: Vec<&Row> = rows.iter().map(|r| &**r).collect();
+    order.sort_unstable_by(|a, b| {
+        key.iter().map(|i| a[*i].arrange_cmp(&b[*i])).find(|o| o.is_ne()).unwrap_or(std::cmp::Ordering::Equal)
+    });
+    Some(order)
+}
+
+fn copy_rows<'a>(plan: &Plan, idx: &[usize], rows: impl ExactSizeIterator<Item = &'a Row>) -> Result<Bytes> {
     // The first rows' average size sets the room made for the rest.
     const SAMPLE_ROWS: usize = 16;
+    let total = rows.len();
     let mut data = CopyRows::new();
-    for (n, r) in rows.iter().enumerate() {
+    for (n, r) in rows.enumerate() {
         data.push(idx.iter().map(|i| (&plan.cols[*i].codec, &r[plan.cols[*i].src])))?;
         if n + 1 == SAMPLE_ROWS {
-            data.reserve_rows(rows.len() - SAMPLE_ROWS);
+            data.reserve_rows(total - SAMPLE_ROWS);
         }
     }
     Ok(data.finish())
 }
 
-fn delete_steps(plan: &Plan, target: &TableRef, rows: &[Row]) -> Result<Vec<Step>> {
+fn delete_steps(plan: &Plan, target: &TableRef, rows: &[Cow<'_, Row>]) -> Result<Vec<Step>> {
     let what = format!("delete from {target}");
     let mut list = Vec::new();
     let keys = plan.key.len();
@@ -679,7 +711,7 @@ fn on_conflict(plan: &Plan) -> String {
 fn upsert_steps(
     plan: &Plan,
     target: &TableRef,
-    rows: &[Row],
+    rows: &[Cow<'_, Row>],
     copy: bool,
     load: bool,
     keyless: bool,
@@ -689,12 +721,19 @@ fn upsert_steps(
     let every = all(plan);
     let cols = names(plan, &every);
     if copy {
-        let data = copy_rows(plan, &every, rows)?;
+        let key: Vec<usize> = plan.key.iter().map(|k| plan.cols[*k].src).collect();
+        let sorted = if keyless { None } else { in_key_order(&key, rows) };
+        let order = if sorted.is_some() || keyless {
+            String::new()
+        } else {
+            format!(" ORDER BY {}", names(plan, &plan.key))
+        };
+        let data = match sorted {
+            Some(sorted) => copy_rows(plan, &every, sorted.into_iter())?,
+            None => copy_rows(plan, &every, rows.iter().map(|r| &**r))?,
+        };
         let stage = stage(plan, &plan.stage, &every);
         let select: Vec<String> = plan.cols.iter().map(|c| c.codec.cast(&c.name)).collect();
-        // Taken in key order, the rows visit the key's index and the table's pages in order instead of
-        // jumping between them: 17-20 % less time for 20,000 random keys of 1,000,000, the same for 2,000.
-        let order = if keyless { String::new() } else { format!(" ORDER BY {}", names(plan, &plan.key)) };
         let apply = format!(
             "INSERT INTO {} ({cols}) SELECT {} FROM pg_temp.{}{order} {}",
             quote_table(target),
@@ -1181,6 +1220,22 @@ mod tests {
         assert_eq!(raw_type("timestamp(3) without time zone"), "timestamp(3) without time zone");
         assert_eq!(raw_type("character varying(6)"), "character varying(6)");
         assert_eq!(raw_type("numeric(6,0)"), "numeric(6,0)");
+    }
+
+    #[test]
+    fn rows_with_integer_or_uuid_keys_are_sorted_here_and_others_by_the_server() {
+        let rows: Vec<Cow<'_, Row>> = [(3, 1), (1, 9), (2, 5), (1, 2)]
+            .into_iter()
+            .map(|(a, b)| Cow::Owned(vec![Value::Text("x".into()), Value::Int(a), Value::UInt(b)]))
+            .collect();
+        let sorted = in_key_order(&[1, 2], &rows).expect("integer keys sort here");
+        let keys: Vec<(Value, Value)> = sorted.iter().map(|r| (r[1].clone(), r[2].clone())).collect();
+        let expected: Vec<(Value, Value)> = [(1, 2), (1, 9), (2, 5), (3, 1)]
+            .into_iter()
+            .map(|(a, b)| (Value::Int(a), Value::UInt(b)))
+            .collect();
+        assert_eq!(keys, expected);
+        assert!(in_key_order(&[0, 1], &rows).is_none(), "text keys are left to the server's collation");
     }
 
     #[test]
