@@ -7,31 +7,89 @@
 //! in groups, and an event never waits for company while the reader waits for more.
 //!
 //! The channel holds [`CHANNEL_CAPACITY`] events in groups, so a slow target pushes back on the reader
-//! (and through it on the server) as before.
+//! (and through it on the server) as before. Emptied groups go back to the reader to be filled again
+//! (up to [`SPARE_GROUPS`] of them): a group is about 50 kB, and taking fresh memory for every group cost
+//! page faults and copies as it grew.
 
+use futures::Stream;
 use idaas_core::{ChangeEvent, ChangeStream, Error, Result};
-use std::sync::Mutex;
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
 use tokio::sync::mpsc;
 
 /// Events in the channel between a reader and the engine, at most: back-pressure for large transactions.
 pub const CHANNEL_CAPACITY: usize = 16_384;
 /// Events go to the engine in groups of at most this many.
 pub const GROUP_EVENTS: usize = 256;
+/// Emptied groups kept for the reader, at most.
+pub const SPARE_GROUPS: usize = 8;
+
+type Group = Vec<Result<ChangeEvent>>;
+
+/// Emptied groups, shared by both ends of a channel.
+#[derive(Default)]
+struct Spare(Mutex<Vec<Group>>);
+
+impl Spare {
+    fn take(&self) -> Group {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(GROUP_EVENTS))
+    }
+
+    fn give(&self, mut group: Group) {
+        if group.capacity() < GROUP_EVENTS {
+            return;
+        }
+        group.clear();
+        let mut spare = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if spare.len() < SPARE_GROUPS {
+            spare.push(group);
+        }
+    }
+}
 
 /// The reader's end of a grouped event channel.
 pub struct Grouped {
-    tx: mpsc::Sender<Vec<Result<ChangeEvent>>>,
-    group: Mutex<Vec<Result<ChangeEvent>>>,
+    tx: mpsc::Sender<Group>,
+    group: Mutex<Group>,
+    spare: Arc<Spare>,
+}
+
+/// The engine's end: the events of each group in turn.
+struct Groups {
+    rx: mpsc::Receiver<Group>,
+    current: VecDeque<Result<ChangeEvent>>,
+    spare: Arc<Spare>,
+}
+
+impl Stream for Groups {
+    type Item = Result<ChangeEvent>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            if let Some(ev) = self.current.pop_front() {
+                return Poll::Ready(Some(ev));
+            }
+            let Some(group) = ready!(self.rx.poll_recv(cx)) else { return Poll::Ready(None) };
+            // An empty deque gives back its buffer without moving anything.
+            let done = std::mem::replace(&mut self.current, VecDeque::from(group));
+            self.spare.give(Vec::from(done));
+        }
+    }
 }
 
 /// A grouped channel: the reader's end, and the engine's end as a [`ChangeStream`].
 pub fn channel() -> (Grouped, ChangeStream) {
     let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY / GROUP_EVENTS);
-    let groups = futures::stream::unfold(rx, |mut rx: mpsc::Receiver<Vec<Result<ChangeEvent>>>| async move {
-        rx.recv().await.map(|group| (futures::stream::iter(group), rx))
-    });
-    let grouped = Grouped { tx, group: Mutex::new(Vec::with_capacity(GROUP_EVENTS)) };
-    (grouped, Box::pin(futures::StreamExt::flatten(groups)))
+    let spare = Arc::new(Spare::default());
+    let groups = Groups { rx, current: VecDeque::new(), spare: spare.clone() };
+    let grouped = Grouped { tx, group: Mutex::new(Vec::with_capacity(GROUP_EVENTS)), spare };
+    (grouped, Box::pin(groups))
 }
 
 impl Grouped {
@@ -40,8 +98,7 @@ impl Grouped {
         let full = {
             let mut group = self.group.lock().unwrap_or_else(|p| p.into_inner());
             group.push(Ok(ev));
-            (group.len() >= GROUP_EVENTS)
-                .then(|| std::mem::replace(&mut *group, Vec::with_capacity(GROUP_EVENTS)))
+            (group.len() >= GROUP_EVENTS).then(|| std::mem::replace(&mut *group, self.spare.take()))
         };
         match full {
             Some(group) => self.tx.send(group).await.map_err(|_| closed()),
@@ -56,10 +113,7 @@ impl Grouped {
             if group.is_empty() {
                 return Ok(());
             }
-            // The next group starts at the size of this one: full under a backlog, small when events
-            // trickle in, and never grown step by step to its usual size.
-            let size = group.len();
-            std::mem::replace(&mut *group, Vec::with_capacity(size))
+            std::mem::replace(&mut *group, self.spare.take())
         };
         self.tx.send(group).await.map_err(|_| closed())
     }
@@ -108,6 +162,31 @@ mod tests {
             schema: None,
             ddl: None,
         }
+    }
+
+    #[tokio::test]
+    async fn emptied_groups_go_back_to_the_reader() {
+        let (tx, mut stream) = channel();
+        let spare = |tx: &Grouped| tx.spare.0.lock().unwrap().len();
+        for i in 0..3 * GROUP_EVENTS as i64 {
+            tx.send(heartbeat(i)).await.unwrap();
+        }
+        assert_eq!(spare(&tx), 0);
+        for i in 0..2 * GROUP_EVENTS as i64 + 1 {
+            assert_eq!(stream.next().await.unwrap().unwrap().source.read_ts_ms, Some(i));
+        }
+        assert_eq!(spare(&tx), 2, "the first two groups were emptied and given back");
+        for i in 0..GROUP_EVENTS as i64 {
+            tx.send(heartbeat(i)).await.unwrap();
+        }
+        assert_eq!(spare(&tx), 1, "the reader's next group came from them");
+        for _ in 0..10 * GROUP_EVENTS as i64 {
+            tx.send(heartbeat(0)).await.unwrap();
+            if stream.next().now_or_never().is_none() {
+                tx.flush().await.unwrap();
+            }
+        }
+        assert!(spare(&tx) <= SPARE_GROUPS);
     }
 
     #[tokio::test]

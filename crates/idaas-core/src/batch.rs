@@ -121,12 +121,43 @@ pub fn key_bytes(keyidx: &[usize], row: &Row) -> Vec<u8> {
     out
 }
 
+/// A key's bytes ([`key_bytes`]), inline when short: most keys are one or two integers, and a key is
+/// built for every row of a batch.
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum Key {
+    Inline(u8, [u8; INLINE_KEY]),
+    Heap(Box<[u8]>),
+}
+
+const INLINE_KEY: usize = 30;
+
+impl Key {
+    fn new(bytes: &[u8]) -> Key {
+        if bytes.len() <= INLINE_KEY {
+            let mut inline = [0u8; INLINE_KEY];
+            inline[..bytes.len()].copy_from_slice(bytes);
+            Key::Inline(bytes.len() as u8, inline)
+        } else {
+            Key::Heap(bytes.into())
+        }
+    }
+
+    /// The key of `row` (columns `keyidx`), encoded in `scratch`.
+    fn of(scratch: &mut Vec<u8>, keyidx: &[usize], row: &Row) -> Key {
+        scratch.clear();
+        for i in keyidx {
+            encode_key_value(scratch, &row[*i]);
+        }
+        Key::new(scratch)
+    }
+}
+
 /// Final states by table and key, in the order each key first appeared.
 struct State<'a> {
     /// Tables of the batch; keys refer to them by index.
     tables: Vec<&'a TableRef>,
     /// Index in `entries` by table index and key.
-    index: HashMap<(usize, Vec<u8>), usize, foldhash::fast::RandomState>,
+    index: HashMap<(usize, Key), usize, foldhash::fast::RandomState>,
     /// Final states; `None` once removed.
     entries: Vec<Option<(usize, Final<'a>, Arc<TableSchema>)>>,
 }
@@ -142,7 +173,7 @@ impl<'a> State<'a> {
         }
     }
 
-    fn put(&mut self, table: usize, schema: &Arc<TableSchema>, k: Vec<u8>, f: Final<'a>) {
+    fn put(&mut self, table: usize, schema: &Arc<TableSchema>, k: Key, f: Final<'a>) {
         match self.index.entry((table, k)) {
             Entry::Occupied(e) => self.entries[*e.get()] = Some((table, f, schema.clone())),
             Entry::Vacant(e) => {
@@ -152,14 +183,14 @@ impl<'a> State<'a> {
         }
     }
 
-    fn get(&self, table: usize, k: &[u8]) -> Option<&Final<'a>> {
+    fn get(&self, table: usize, k: &Key) -> Option<&Final<'a>> {
         // Keys are looked up by value; the tuple key needs an owned copy.
-        let at = *self.index.get(&(table, k.to_vec()))?;
+        let at = *self.index.get(&(table, k.clone()))?;
         self.entries[at].as_ref().map(|(_, f, _)| f)
     }
 
-    fn remove(&mut self, table: usize, k: &[u8]) {
-        if let Some(at) = self.index.remove(&(table, k.to_vec())) {
+    fn remove(&mut self, table: usize, k: &Key) {
+        if let Some(at) = self.index.remove(&(table, k.clone())) {
             self.entries[at] = None;
         }
     }
@@ -192,6 +223,7 @@ pub fn reduce(events: &[ChangeEvent]) -> Result<Reduced<'_>> {
         entries: Vec::new(),
     };
     let mut keyidx: Vec<usize> = Vec::new();
+    let mut scratch: Vec<u8> = Vec::new();
     let mut keyidx_of: Option<(usize, u64)> = None;
     for ev in events {
         let (Some(schema), Some(table)) = (ev.schema.as_ref(), ev.source.table.as_ref()) else { continue };
@@ -209,7 +241,7 @@ pub fn reduce(events: &[ChangeEvent]) -> Result<Reduced<'_>> {
                 format!("table {table} has no primary key; rows cannot be applied idempotently"),
             ));
         }
-        let key_of = |row: &Row| key_bytes(&keyidx, row);
+        let mut key_of = |row: &Row| Key::of(&mut scratch, &keyidx, row);
         match ev.op {
             Op::Insert | Op::SnapshotRead => {
                 let Some(after) = &ev.after else { continue };

@@ -169,7 +169,9 @@ impl Codec {
                     _ => return Err(self.mismatch(v)),
                 };
                 self.no_nul(v, s)?;
+                // A text of at most n bytes has at most n characters: only longer ones are counted.
                 if let K::Varchar { max: Some(n) } | K::Bpchar { len: Some(n) } = ty.kind
+                    && s.len() > n as usize
                     && s.chars().count() > n as usize
                 {
                     return Err(self.refuse(v, &format!("the text is longer than {n} characters")));

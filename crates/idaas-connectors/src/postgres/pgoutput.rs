@@ -20,6 +20,7 @@
 //! missing: the stream cannot continue past bytes it does not understand.
 
 use idaas_core::{Error, ErrorKind, Result};
+use std::borrow::Cow;
 
 /// One column of a [`Relation`] message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,21 +52,22 @@ pub struct Relation {
     pub columns: Vec<RelationColumn>,
 }
 
-/// One column value of a tuple.
+/// One column value of a tuple. Decoded values borrow the message's bytes: a row is decoded once, into
+/// values of its own, so its columns are not copied on the way.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Datum {
+pub enum Datum<'a> {
     /// SQL NULL.
     Null,
     /// An unchanged TOASTed value: the server did not send it because the update did not change it.
     Unchanged,
     /// The value in its type's text output form.
-    Text(Vec<u8>),
+    Text(Cow<'a, [u8]>),
     /// The value in its type's binary form (only with the `binary` option, which this source does not set).
-    Binary(Vec<u8>),
+    Binary(Cow<'a, [u8]>),
 }
 
 /// A row image.
-pub type Tuple = Vec<Datum>;
+pub type Tuple<'a> = Vec<Datum<'a>>;
 
 /// Which old row image an update or delete carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,7 +80,7 @@ pub enum OldKind {
 
 /// A decoded pgoutput message.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Message {
+pub enum Message<'a> {
     /// Start of a transaction.
     Begin {
         /// LSN of the transaction's commit record.
@@ -122,23 +124,23 @@ pub enum Message {
         /// The table's OID.
         relation: u32,
         /// The new row.
-        new: Tuple,
+        new: Tuple<'a>,
     },
     /// A row was updated.
     Update {
         /// The table's OID.
         relation: u32,
         /// The old key or old row, when the server logged one (the key changed, or `REPLICA IDENTITY FULL`).
-        old: Option<(OldKind, Tuple)>,
+        old: Option<(OldKind, Tuple<'a>)>,
         /// The new row.
-        new: Tuple,
+        new: Tuple<'a>,
     },
     /// A row was deleted.
     Delete {
         /// The table's OID.
         relation: u32,
         /// The old key or old row.
-        old: (OldKind, Tuple),
+        old: (OldKind, Tuple<'a>),
     },
     /// Tables were truncated.
     Truncate {
@@ -252,7 +254,7 @@ impl<'a> Reader<'a> {
         Ok(s)
     }
 
-    fn tuple(&mut self) -> Result<Tuple> {
+    fn tuple(&mut self) -> Result<Tuple<'a>> {
         let n = self.i16("tuple column count")?;
         let mut out = Vec::with_capacity(n.max(0) as usize);
         for _ in 0..n {
@@ -261,11 +263,11 @@ impl<'a> Reader<'a> {
                 b'u' => Datum::Unchanged,
                 b't' => {
                     let len = self.i32("text value length")?;
-                    Datum::Text(self.take(len.max(0) as usize, "text value")?.to_vec())
+                    Datum::Text(Cow::Borrowed(self.take(len.max(0) as usize, "text value")?))
                 }
                 b'b' => {
                     let len = self.i32("binary value length")?;
-                    Datum::Binary(self.take(len.max(0) as usize, "binary value")?.to_vec())
+                    Datum::Binary(Cow::Borrowed(self.take(len.max(0) as usize, "binary value")?))
                 }
                 other => {
                     return Err(Error::new(
@@ -292,13 +294,13 @@ impl<'a> Reader<'a> {
 }
 
 /// Decodes one pgoutput message sent outside a stream block (protocol version 1 or 2).
-pub fn decode(data: &[u8]) -> Result<Message> {
+pub fn decode(data: &[u8]) -> Result<Message<'_>> {
     Ok(decode_with(data, false)?.1)
 }
 
 /// Decodes one pgoutput message sent inside a stream block (between [`Message::StreamStart`] and
 /// [`Message::StreamStop`]), with the id of the (sub)transaction it belongs to when it carries one.
-pub fn decode_in_stream(data: &[u8]) -> Result<(Option<u32>, Message)> {
+pub fn decode_in_stream(data: &[u8]) -> Result<(Option<u32>, Message<'_>)> {
     decode_with(data, true)
 }
 
@@ -318,7 +320,7 @@ pub fn stream_xid(data: &[u8]) -> Result<Option<u32>> {
     }
 }
 
-fn decode_with(data: &[u8], in_stream: bool) -> Result<(Option<u32>, Message)> {
+fn decode_with(data: &[u8], in_stream: bool) -> Result<(Option<u32>, Message<'_>)> {
     let Some((&tag, body)) = data.split_first() else {
         return Err(Error::new(ErrorKind::Internal, "empty pgoutput message"));
     };
@@ -454,12 +456,12 @@ fn decode_with(data: &[u8], in_stream: bool) -> Result<(Option<u32>, Message)> {
 
 /// Encodes a message the way the server does outside a stream block. Used by tests of the decoder and of
 /// the stream's handling of messages.
-pub fn encode(msg: &Message) -> Vec<u8> {
+pub fn encode(msg: &Message<'_>) -> Vec<u8> {
     fn string(out: &mut Vec<u8>, s: &str) {
         out.extend_from_slice(s.as_bytes());
         out.push(0);
     }
-    fn tuple(out: &mut Vec<u8>, t: &Tuple) {
+    fn tuple(out: &mut Vec<u8>, t: &Tuple<'_>) {
         out.extend_from_slice(&(t.len() as i16).to_be_bytes());
         for d in t {
             match d {
@@ -473,7 +475,7 @@ pub fn encode(msg: &Message) -> Vec<u8> {
             }
         }
     }
-    fn old(out: &mut Vec<u8>, kind: OldKind, t: &Tuple) {
+    fn old(out: &mut Vec<u8>, kind: OldKind, t: &Tuple<'_>) {
         out.push(match kind {
             OldKind::Key => b'K',
             OldKind::Full => b'O',
@@ -581,7 +583,7 @@ pub fn encode(msg: &Message) -> Vec<u8> {
 
 /// Encodes a message the way the server does inside a stream block of (sub)transaction `xid`: the
 /// message types that carry a transaction id get it after their tag.
-pub fn encode_in_stream(xid: u32, msg: &Message) -> Vec<u8> {
+pub fn encode_in_stream(xid: u32, msg: &Message<'_>) -> Vec<u8> {
     let mut out = encode(msg);
     if out.first().is_some_and(|t| carries_xid(*t)) {
         out.splice(1..1, xid.to_be_bytes());
@@ -624,22 +626,22 @@ mod tests {
             (0..len).map(|_| self.next() as u8).collect()
         }
 
-        fn tuple(&mut self) -> Tuple {
+        fn tuple(&mut self) -> Tuple<'static> {
             (0..self.below(6))
                 .map(|_| match self.below(4) {
                     0 => Datum::Null,
                     1 => Datum::Unchanged,
-                    2 => Datum::Text(self.bytes()),
-                    _ => Datum::Binary(self.bytes()),
+                    2 => Datum::Text(self.bytes().into()),
+                    _ => Datum::Binary(self.bytes().into()),
                 })
                 .collect()
         }
 
-        fn old(&mut self) -> (OldKind, Tuple) {
+        fn old(&mut self) -> (OldKind, Tuple<'static>) {
             (if self.below(2) == 0 { OldKind::Key } else { OldKind::Full }, self.tuple())
         }
 
-        fn message(&mut self) -> Message {
+        fn message(&mut self) -> Message<'static> {
             match self.below(14) {
                 0 => Message::Begin {
                     final_lsn: self.next(),
@@ -749,7 +751,7 @@ mod tests {
         let insert = b"I\x00\x00\x02\xe6\x00\x00\x40\x01N\x00\x01t\x00\x00\x00\x017";
         assert_eq!(
             decode_in_stream(insert).unwrap(),
-            (Some(742), Message::Insert { relation: 16385, new: vec![Datum::Text(b"7".to_vec())] })
+            (Some(742), Message::Insert { relation: 16385, new: vec![Datum::Text(Cow::Borrowed(b"7"))] })
         );
         assert_eq!(stream_xid(insert).unwrap(), Some(742));
         assert_eq!(
@@ -780,7 +782,7 @@ mod tests {
             decode(bytes).unwrap(),
             Message::Insert {
                 relation: 16385,
-                new: vec![Datum::Text(b"1".to_vec()), Datum::Null, Datum::Text(b"x".to_vec())]
+                new: vec![Datum::Text(Cow::Borrowed(b"1")), Datum::Null, Datum::Text(Cow::Borrowed(b"x"))]
             }
         );
     }
@@ -793,7 +795,7 @@ mod tests {
             Message::Update {
                 relation: 16385,
                 old: None,
-                new: vec![Datum::Text(b"7".to_vec()), Datum::Unchanged]
+                new: vec![Datum::Text(Cow::Borrowed(b"7")), Datum::Unchanged]
             }
         );
     }

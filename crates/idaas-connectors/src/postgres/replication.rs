@@ -429,7 +429,7 @@ pub async fn stream(
         catalog,
         types: TypeCache::new(),
         schemas: tables.into_iter().map(|s| (s.table.clone(), Arc::new(s))).collect(),
-        relations: HashMap::new(),
+        relations: HashMap::default(),
         txn: None,
         block: None,
         spools: HashMap::new(),
@@ -577,8 +577,9 @@ struct Reader {
     pg: Pg,
     catalog: Client,
     types: TypeCache,
-    schemas: HashMap<TableRef, Arc<TableSchema>>,
-    relations: HashMap<u32, RelInfo>,
+    // Looked up for every row: foldhash rather than SipHash.
+    schemas: HashMap<TableRef, Arc<TableSchema>, foldhash::fast::RandomState>,
+    relations: HashMap<u32, RelInfo, foldhash::fast::RandomState>,
     txn: Option<Txn>,
     /// The transaction whose stream block is open (between Stream Start and Stream Stop).
     block: Option<u32>,
@@ -688,7 +689,7 @@ impl Reader {
     }
 
     /// A message outside stream blocks.
-    async fn message(&mut self, msg: Message, tx: &Tx) -> Result<()> {
+    async fn message(&mut self, msg: Message<'_>, tx: &Tx) -> Result<()> {
         match msg {
             Message::Begin { final_lsn, commit_time, xid } => self.begin(final_lsn, xid, commit_time),
             Message::Commit { end_lsn, commit_time, .. } => self.commit(end_lsn, commit_time, tx).await?,
@@ -722,7 +723,7 @@ impl Reader {
     }
 
     /// A change of the open transaction, sent at its commit or replayed from its spool.
-    async fn change(&mut self, msg: Message, tx: &Tx) -> Result<()> {
+    async fn change(&mut self, msg: Message<'_>, tx: &Tx) -> Result<()> {
         match msg {
             Message::Relation(rel) => self.relation(rel, tx).await,
             Message::Insert { relation, new } => self.row(tx, Op::Insert, relation, None, Some(new)).await,
@@ -942,7 +943,7 @@ impl Reader {
         Ok(TableSchema { table: table.clone(), columns, primary_key, version: old.version + 1 })
     }
 
-    fn decode(&self, info: &RelInfo, schema: &TableSchema, tuple: Vec<Datum>) -> Result<Row> {
+    fn decode(&self, info: &RelInfo, schema: &TableSchema, tuple: Vec<Datum<'_>>) -> Result<Row> {
         let name = &schema.table;
         let mut row = vec![Value::Null; schema.columns.len()];
         for (i, d) in tuple.into_iter().enumerate() {
@@ -979,8 +980,8 @@ impl Reader {
         tx: &Tx,
         op: Op,
         relation: u32,
-        old: Option<(OldKind, Vec<Datum>)>,
-        new: Option<Vec<Datum>>,
+        old: Option<(OldKind, Vec<Datum<'_>>)>,
+        new: Option<Vec<Datum<'_>>>,
     ) -> Result<()> {
         let Some(info) = self.relations.get_mut(&relation) else {
             return Err(Error::internal(format!(
