@@ -13,7 +13,8 @@
 #      pipeline, by a native subscription's initial copy and by pg_dump | psql;
 #   5. CDC drain PostgreSQL -> PostgreSQL: a pgbench backlog (4 clients) drained by the pipeline, then by the
 #      native subscription (publication/subscription); three rounds, each with its own backlog (one with
-#      --quick), since one pair of drains on a shared 2-core machine can be off by a fifth either way;
+#      --quick), since one pair of drains on a shared 2-core machine can be off by a fifth either way; before
+#      each backlog both slots pass a standby snapshot logged by a CHECKPOINT, so both restart from there;
 #   6. peak memory of the idaas server during one 200,000-row transaction on a PostgreSQL source (then one
 #      of 1,000,000 rows, to see whether memory grows with the size of a transaction);
 #   7. initial load MariaDB -> PostgreSQL of a sysbench table by a new pipeline and by pgloader.
@@ -726,17 +727,38 @@ JSON
             exit 1
         }
     done
-    idaas pipeline stop drain >/dev/null
-    pgsql "$SUB_PORT" "ALTER SUBSCRIPTION bench_sub DISABLE"
     # Each round: a new backlog with both consumers stopped, drained by iDaaS, then by the subscription. The
     # first round's files are pg/*.json, the others' pg/round-N/*.json.
-    local i round R
+    local i round R mark aligned
     for round in $(seq "$PG_DRAIN_ROUNDS"); do
         R=$P
         if [ "$round" -gt 1 ]; then
             R=$P/round-$round
             mkdir -p "$R"
+            idaas pipeline start drain >/dev/null
+            pgsql "$SUB_PORT" "ALTER SUBSCRIPTION bench_sub ENABLE"
         fi
+        # Both consumers start the backlog from a like position. A restarted slot decodes again from its
+        # restart point, the last standby snapshot (xl_running_xacts, logged every 15 s while the source is
+        # busy) that its consumer confirmed, and where that is depends on when each was stopped: after the
+        # previous round it made one consumer or the other decode up to 0.8 s of old WAL before the first
+        # change. A CHECKPOINT logs a standby snapshot; once both running consumers confirmed past it, both
+        # slots restart from there.
+        mark=$(pg_lsn "$SRC_PORT")
+        pgsql "$SRC_PORT" "CHECKPOINT"
+        aligned=no
+        for i in $(seq 300); do
+            if [ "$(pgsql "$SRC_PORT" "SELECT count(*) FROM pg_replication_slots WHERE slot_name IN ('idaas_drain', \
+                'bench_sub') AND restart_lsn >= '$mark'")" = 2 ]; then
+                aligned=yes
+                break
+            fi
+            sleep 0.1
+        done
+        echo "{\"mark\": \"$mark\", \"both_slots_past_it\": \"$aligned\"}" >"$R/restart-points.json"
+        [ "$aligned" = yes ] || log "5. round $round: a slot did not pass the standby snapshot at $mark within 30 s"
+        idaas pipeline stop drain >/dev/null
+        pgsql "$SUB_PORT" "ALTER SUBSCRIPTION bench_sub DISABLE"
         for i in $(seq 200); do
             [ "$(pgsql "$SUB_PORT" "SELECT count(pid) FROM pg_stat_subscription WHERE subname = 'bench_sub'")" = 0 ] && break
             sleep 0.05

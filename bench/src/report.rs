@@ -551,8 +551,9 @@ fn postgres(run: &Run, out: &mut String) {
         if rounds.len() > 1 {
             let _ = writeln!(
                 out,
-                "\nEvery round: a new backlog (the same pgbench run, both consumers stopped), drained by iDaaS, then by \
-                 the subscription. One pair of drains on this shared machine can be off by a fifth either way, so the \
+                "\nEvery round: a new backlog (the same pgbench run, both consumers stopped once both slots had passed a \
+                 fresh standby snapshot, so both start it from a like position), drained by iDaaS, then by the \
+                 subscription. One pair of drains on this shared machine can be off by a fifth either way, so the \
                  target is judged on the median of the rounds' ratios.\n"
             );
             let _ = writeln!(
