@@ -115,10 +115,14 @@ fn encode_key_value(out: &mut Vec<u8>, v: &Value) {
 /// spread rows over connections.
 pub fn key_bytes(keyidx: &[usize], row: &Row) -> Vec<u8> {
     let mut out = Vec::with_capacity(16 * keyidx.len());
-    for i in keyidx {
-        encode_key_value(&mut out, &row[*i]);
-    }
+    encode_key(&mut out, keyidx, row);
     out
+}
+
+fn encode_key(out: &mut Vec<u8>, keyidx: &[usize], row: &Row) {
+    for i in keyidx {
+        encode_key_value(out, &row[*i]);
+    }
 }
 
 /// A key's bytes ([`key_bytes`]), inline when short: most keys are one or two integers, and a key is
@@ -145,9 +149,7 @@ impl Key {
     /// The key of `row` (columns `keyidx`), encoded in `scratch`.
     fn of(scratch: &mut Vec<u8>, keyidx: &[usize], row: &Row) -> Key {
         scratch.clear();
-        for i in keyidx {
-            encode_key_value(scratch, &row[*i]);
-        }
+        encode_key(scratch, keyidx, row);
         Key::new(scratch)
     }
 }

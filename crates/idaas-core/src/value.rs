@@ -178,74 +178,6 @@ impl Value {
 }
 
 impl Value {
-    /// A total order over all values, for arranging rows by key before they are written: numbers,
-    /// UUIDs, dates and times in their natural order (the order of a target's index on them), text and
-    /// bytes byte by byte, values of different kinds by kind. It decides only the order in which rows
-    /// reach a target, never which rows are equal.
-    pub fn arrange_cmp(&self, other: &Value) -> std::cmp::Ordering {
-        use Value as V;
-        match (self, other) {
-            (V::Int(a), V::Int(b)) => a.cmp(b),
-            (V::UInt(a), V::UInt(b)) => a.cmp(b),
-            (V::Text(a), V::Text(b))
-            | (V::Decimal(a), V::Decimal(b))
-            | (V::Json(a), V::Json(b))
-            | (V::Enum(a), V::Enum(b)) => a.cmp(b),
-            (V::Uuid(a), V::Uuid(b)) => a.cmp(b),
-            (V::Timestamp(a), V::Timestamp(b)) => a.cmp(b),
-            (V::Bool(a), V::Bool(b)) => a.cmp(b),
-            (V::Float(a), V::Float(b)) => a.total_cmp(b),
-            (V::Double(a), V::Double(b)) => a.total_cmp(b),
-            (V::Bytes(a), V::Bytes(b)) => a.cmp(b),
-            (V::Date(a), V::Date(b)) => a.cmp(b),
-            (V::Time(a), V::Time(b)) => a.cmp(b),
-            (V::DateTime(a), V::DateTime(b)) => a.cmp(b),
-            (V::Year(a), V::Year(b)) => a.cmp(b),
-            (V::Set(a), V::Set(b)) => a.cmp(b),
-            (V::Bit(a), V::Bit(b)) => a.cmp(b),
-            (V::Array(a), V::Array(b)) => {
-                for (x, y) in a.iter().zip(b) {
-                    let o = x.arrange_cmp(y);
-                    if o.is_ne() {
-                        return o;
-                    }
-                }
-                a.len().cmp(&b.len())
-            }
-            _ => self.rank().cmp(&other.rank()),
-        }
-    }
-
-    /// The variant's place in [`Value::arrange_cmp`].
-    fn rank(&self) -> u8 {
-        match self {
-            Value::Null => 0,
-            Value::Bool(_) => 1,
-            Value::Int(_) => 2,
-            Value::UInt(_) => 3,
-            Value::Float(_) => 4,
-            Value::Double(_) => 5,
-            Value::Decimal(_) => 6,
-            Value::Text(_) => 7,
-            Value::Bytes(_) => 8,
-            Value::Date(_) => 9,
-            Value::Time(_) => 10,
-            Value::DateTime(_) => 11,
-            Value::Timestamp(_) => 12,
-            Value::ZeroTimestamp => 13,
-            Value::Year(_) => 14,
-            Value::Json(_) => 15,
-            Value::Enum(_) => 16,
-            Value::Set(_) => 17,
-            Value::Bit(_) => 18,
-            Value::Uuid(_) => 19,
-            Value::Array(_) => 20,
-            Value::Unchanged => 21,
-        }
-    }
-}
-
-impl Value {
     /// The value as plain JSON (numbers, strings, arrays), for targets that store a structured value as a
     /// JSON document (arrays into MySQL). Exact decimals become strings so no digit is lost; bytes become
     /// `\\x`-prefixed hex; temporal values ISO 8601 text.
@@ -380,44 +312,6 @@ mod tests {
         }
         assert_eq!(timestamp_to_utc(0).to_string(), "1970-01-01 00:00:00");
         assert_eq!(timestamp_to_utc(951_782_400_000_000).to_string(), "2000-02-29 00:00:00");
-    }
-
-    #[test]
-    fn values_arrange_in_their_natural_order_and_kinds_apart() {
-        use std::cmp::Ordering::{Equal, Greater, Less};
-        let mut values = vec![
-            Value::Int(10),
-            Value::Text("b".into()),
-            Value::Int(-3),
-            Value::Null,
-            Value::Uuid([0xff; 16]),
-            Value::Uuid([0; 16]),
-            Value::Double(f64::NAN),
-            Value::Double(-0.5),
-            Value::Text("a".into()),
-            Value::Array(vec![Value::Int(1), Value::Int(2)]),
-            Value::Array(vec![Value::Int(1)]),
-        ];
-        values.sort_by(Value::arrange_cmp);
-        // NaN is not equal to itself: compare the printed values.
-        let printed = |v: &[Value]| v.iter().map(|x| format!("{x:?}")).collect::<Vec<_>>();
-        let expected = [
-            Value::Null,
-            Value::Int(-3),
-            Value::Int(10),
-            Value::Double(-0.5),
-            Value::Double(f64::NAN),
-            Value::Text("a".into()),
-            Value::Text("b".into()),
-            Value::Uuid([0; 16]),
-            Value::Uuid([0xff; 16]),
-            Value::Array(vec![Value::Int(1)]),
-            Value::Array(vec![Value::Int(1), Value::Int(2)]),
-        ];
-        assert_eq!(printed(&values), printed(&expected));
-        assert_eq!(Value::Int(1).arrange_cmp(&Value::UInt(0)), Less, "kinds apart, by kind");
-        assert_eq!(Value::Timestamp(5).arrange_cmp(&Value::Timestamp(5)), Equal);
-        assert_eq!(Value::UInt(u64::MAX).arrange_cmp(&Value::UInt(1)), Greater);
     }
 
     #[test]

@@ -143,6 +143,7 @@ pub async fn stream(db: MySql, from: Position, tables: Vec<TableSchema>) -> Resu
     let binlog = conn.get_binlog_stream(request).await.map_err(|e| classify(&cfg, e, "binlog dump"))?;
     let (tx, stream) = events::channel();
     let reader = Reader {
+        alias: db.config().alias.as_str().into(),
         db,
         query_conn,
         schemas,
@@ -174,6 +175,8 @@ fn random_server_id(base: u32) -> u32 {
 }
 
 struct Reader {
+    /// The connection alias as the events' `connection`.
+    alias: Arc<str>,
     db: MySql,
     query_conn: mysql_async::Conn,
     schemas: HashMap<TableRef, Arc<TableSchema>>,
@@ -190,7 +193,7 @@ impl Reader {
     /// costs more than decoding the row).
     fn row_info(&self, table: &Arc<TableRef>, ts: u32, read_ts_ms: i64) -> SourceInfo {
         SourceInfo {
-            connection: self.db.config().alias.as_str().into(),
+            connection: self.alias.clone(),
             table: Some(table.clone()),
             position: Position::default(),
             commit_ts_ms: if ts > 0 { Some(ts as i64 * 1000) } else { None },
@@ -201,7 +204,7 @@ impl Reader {
 
     fn info(&self, table: Option<TableRef>, pos: u64, ts: u32) -> SourceInfo {
         SourceInfo {
-            connection: self.db.config().alias.as_str().into(),
+            connection: self.alias.clone(),
             table: table.map(Arc::new),
             position: BinlogPosition {
                 file: self.file.clone(),

@@ -629,30 +629,46 @@ fn stage(plan: &Plan, name: &str, idx: &[usize]) -> Stage {
     }
 }
 
-/// `rows` in the order of their keys, when every key value is of a kind the target orders the same way
-/// (integers, UUIDs, dates and times); `None` otherwise (text sorts by collation), and the server sorts.
+/// A key value of a kind the target orders the way Rust does (integers, UUIDs, dates and times).
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+enum Natural {
+    Bool(bool),
+    Int(i64),
+    UInt(u64),
+    Timestamp(i64),
+    Date(idaas_core::Date),
+    DateTime(idaas_core::DateTime),
+    Uuid([u8; 16]),
+}
+
+fn natural(v: &Value) -> Option<Natural> {
+    Some(match v {
+        Value::Bool(b) => Natural::Bool(*b),
+        Value::Int(i) => Natural::Int(*i),
+        Value::UInt(u) => Natural::UInt(*u),
+        Value::Timestamp(t) => Natural::Timestamp(*t),
+        Value::Date(d) => Natural::Date(*d),
+        Value::DateTime(d) => Natural::DateTime(*d),
+        Value::Uuid(u) => Natural::Uuid(*u),
+        _ => return None,
+    })
+}
+
+/// `rows` in the order of their keys (source columns `key`), when every key value is of a kind the target
+/// orders the same way ([`Natural`]); `None` otherwise (text sorts by collation), and the server sorts.
 /// Applied in key order, rows visit the key's index and the table's pages in order instead of jumping
 /// between them (17-20 % less time for 20,000 random keys of 1,000,000); sorted here, the rows reach the
 /// staging table in that order and the server reads them back without sorting them again.
 fn in_key_order<'a>(key: &[usize], rows: &'a [Cow<'_, Row>]) -> Option<Vec<&'a Row>> {
-    let natural = |v: &Value| {
-        matches!(
-            v,
-            Value::Int(_)
-                | Value::UInt(_)
-                | Value::Uuid(_)
-                | Value::Timestamp(_)
-                | Value::Date(_)
-                | Value::DateTime(_)
-                | Value::Bool(_)
-        )
-    };
-    if !rows.iter().all(|r| key.iter().all(|i| natural(&r[*i]))) {
+    if !rows.iter().all(|r| key.iter().all(|i| natural(&r[*i]).is_some())) {
         return None;
     }
     let mut order: Vec<&Row> = rows.iter().map(|r| &**r).collect();
     order.sort_unstable_by(|a, b| {
-        key.iter().map(|i| a[*i].arrange_cmp(&b[*i])).find(|o| o.is_ne()).unwrap_or(std::cmp::Ordering::Equal)
+        key.iter()
+            .map(|i| natural(&a[*i]).cmp(&natural(&b[*i])))
+            .find(|o| o.is_ne())
+            .unwrap_or(std::cmp::Ordering::Equal)
     });
     Some(order)
 }
