@@ -1,7 +1,7 @@
 //! PostgreSQL sink tests: AutoCreate, the initial load through `COPY`, changes, replays, patches of
 //! unchanged columns, refusals and schema changes, against a private PostgreSQL server.
 
-use idaas_connectors::postgres::sink::PARALLEL_MIN_ROWS;
+use idaas_connectors::postgres::sink::{PARALLEL_MIN_ROWS, WriteCounts};
 use idaas_connectors::postgres::{Pg, PgSink};
 use idaas_connectors::{ConnectionConfig, ConnectorKind};
 use idaas_core::{
@@ -353,6 +353,8 @@ async fn values_round_trip_exactly_through_statements_and_copy() {
     sink.write(&loaded.iter().map(|(r, _)| snapshot(&schema, r.clone())).collect::<Vec<_>>()).await.unwrap();
     // Columns written as text (interval, arrays, inet) go through the staging table even for the load.
     assert_eq!(sink.counts().staged_rows, 200);
+    // The key is a number: staged rows are merged.
+    assert_eq!(sink.counts().merged_rows, 200);
 
     let got = rows_of(&pg, &select_list(&schema), "crm.\"Every\" ORDER BY id");
     let want: Vec<Vec<Option<String>>> =
@@ -366,11 +368,16 @@ async fn values_round_trip_exactly_through_statements_and_copy() {
 }
 
 fn simple_schema(table: &str) -> Arc<TableSchema> {
+    simple_schema_with(table, DataType::Varchar { length: 8, charset: Charset::Utf8 })
+}
+
+/// The simple schema with a region (the key's second column) of type `region`.
+fn simple_schema_with(table: &str, region: DataType) -> Arc<TableSchema> {
     Arc::new(TableSchema {
         table: TableRef::new("app", table),
         columns: vec![
             col("id", DataType::Int { bytes: 4, unsigned: false }, false),
-            col("region", DataType::Varchar { length: 8, charset: Charset::Utf8 }, false),
+            col("region", region, false),
             col("name", DataType::Text { max_bytes: 65_535, charset: Charset::Utf8 }, true),
             col("n", DataType::Int { bytes: 8, unsigned: false }, true),
         ],
@@ -384,7 +391,7 @@ fn srow(id: i32, region: &str, name: &str, n: i64) -> Row {
 }
 
 fn state(pg: &Postgres, table: &str) -> Vec<Vec<Option<String>>> {
-    rows_of(pg, "id::text, region, name, n::text", &format!("app.\"{table}\" ORDER BY id, region"))
+    rows_of(pg, "id::text, region::text, name, n::text", &format!("app.\"{table}\" ORDER BY id, region"))
 }
 
 fn model_rows(model: &BTreeMap<(i32, String), Row>) -> Vec<Vec<Option<String>>> {
@@ -403,25 +410,62 @@ fn model_rows(model: &BTreeMap<(i32, String), Row>) -> Vec<Vec<Option<String>>> 
         .collect()
 }
 
+/// The second key column of [`changes_and_replays`]: text (which has a collation) or a number.
+#[derive(Clone, Copy, PartialEq)]
+enum Region {
+    Text,
+    Number,
+}
+
 #[tokio::test]
 async fn changes_apply_in_order_and_replays_change_nothing() {
-    changes_and_replays(usize::MAX).await;
+    // A key with a text column: staged rows are upserted with INSERT ... ON CONFLICT.
+    let counts = changes_and_replays(usize::MAX, Region::Text, true).await;
+    assert_eq!(counts.merged_rows, 0, "{counts:?}");
+}
+
+#[tokio::test]
+async fn changes_merged_by_a_key_of_numbers_apply_in_order_and_replays_change_nothing() {
+    let counts = changes_and_replays(usize::MAX, Region::Number, true).await;
+    assert!(counts.merged_rows > 0 && counts.merged_rows == counts.staged_rows, "{counts:?}");
+}
+
+#[tokio::test]
+async fn without_merge_a_key_of_numbers_is_upserted_with_on_conflict_to_the_same_state() {
+    // The path of servers before PostgreSQL 15.
+    let counts = changes_and_replays(usize::MAX, Region::Number, false).await;
+    assert!(counts.staged_rows > 0 && counts.merged_rows == 0, "{counts:?}");
 }
 
 #[tokio::test]
 async fn changes_applied_over_two_connections_end_in_the_same_state() {
-    changes_and_replays(40).await;
+    changes_and_replays(40, Region::Text, true).await;
+    let counts = changes_and_replays(40, Region::Number, true).await;
+    assert!(counts.merged_rows > 0, "{counts:?}");
 }
 
 /// Random batches of every kind of change, written with batches of `parallel` rows or more split over two
-/// connections, then replayed.
-async fn changes_and_replays(parallel: usize) {
+/// connections, then replayed; `merge` false makes the sink upsert staged rows with ON CONFLICT even where
+/// it could use MERGE. Returns the sink's counts.
+async fn changes_and_replays(parallel: usize, region: Region, merge: bool) -> WriteCounts {
     let pg = Postgres::start().unwrap();
     let mut sink = sink(&pg);
-    let schema = simple_schema("orders");
+    sink.set_merge(merge);
+    let schema = match region {
+        Region::Text => simple_schema("orders"),
+        Region::Number => simple_schema_with("orders", DataType::Int { bytes: 2, unsigned: false }),
+    };
     sink.prepare(&schema, &TableRef::new("app", "orders"), true).await.unwrap();
     sink.set_copy_min_rows(64);
     sink.set_parallel_min_rows(parallel);
+    // Rows are built with a text region; a numeric region holds its number ("1" or "2").
+    let srow = |id: i32, region_name: &str, name: &str, n: i64| {
+        let mut r = srow(id, region_name, name, n);
+        if region == Region::Number {
+            r[1] = Value::Int(region_name.parse().expect("a numeric region"));
+        }
+        r
+    };
 
     // Batches of every size class: single events, small statement batches, and staged batches, with
     // inserts, updates, key moves and deletes of the same keys inside one batch.
@@ -436,7 +480,11 @@ async fn changes_and_replays(parallel: usize) {
         let mut batch = Vec::new();
         for _ in 0..size {
             let id = rnd(400) as i32;
-            let region = ["eu", "us"][rnd(2) as usize].to_string();
+            let region = match region {
+                Region::Text => ["eu", "us"][rnd(2) as usize],
+                Region::Number => ["1", "2"][rnd(2) as usize],
+            }
+            .to_string();
             let key = (id, region.clone());
             match (model.get(&key).cloned(), rnd(4)) {
                 (None, _) => {
@@ -485,6 +533,7 @@ async fn changes_and_replays(parallel: usize) {
     sink.write(&all).await.unwrap();
     assert_eq!(state(&pg, "orders"), model_rows(&model), "after replaying everything as one batch");
     assert_eq!(sink.count(&TableRef::new("app", "orders")).await.unwrap(), model.len() as u64);
+    sink.counts()
 }
 
 #[tokio::test]

@@ -3,8 +3,8 @@
 //! Source: schema discovery from the catalogs ([`schema`]), an initial load from the snapshot the
 //! replication slot exports ([`snapshot`]), and logical replication with `pgoutput` ([`replication`],
 //! decoded by [`pgoutput`]); values are converted with full fidelity ([`types`]).
-//! Sink: AutoCreate, the initial load through binary `COPY`, CDC as batched `INSERT ... ON CONFLICT` and
-//! deletes inside transactions ([`sink`], [`ddl`], [`encode`]).
+//! Sink: AutoCreate, the initial load through binary `COPY`, CDC as batched upserts (`MERGE` or `INSERT ...
+//! ON CONFLICT`) and deletes inside transactions ([`sink`], [`ddl`], [`encode`]).
 //!
 //! # Errors
 //! Server errors are classified once in [`classify`]: lost connections are transient
