@@ -390,6 +390,11 @@ fn srow(id: i32, region: &str, name: &str, n: i64) -> Row {
     vec![Value::Int(id as i64), Value::Text(region.into()), Value::Text(name.into()), Value::Int(n)]
 }
 
+/// A row of the simple schema with a numeric region.
+fn num_row(id: i32, region: i64, name: &str, n: i64) -> Row {
+    vec![Value::Int(id as i64), Value::Int(region), Value::Text(name.into()), Value::Int(n)]
+}
+
 fn state(pg: &Postgres, table: &str) -> Vec<Vec<Option<String>>> {
     rows_of(pg, "id::text, region::text, name, n::text", &format!("app.\"{table}\" ORDER BY id, region"))
 }
@@ -534,6 +539,46 @@ async fn changes_and_replays(parallel: usize, region: Region, merge: bool) -> Wr
     assert_eq!(state(&pg, "orders"), model_rows(&model), "after replaying everything as one batch");
     assert_eq!(sink.count(&TableRef::new("app", "orders")).await.unwrap(), model.len() as u64);
     sink.counts()
+}
+
+#[tokio::test]
+async fn a_key_another_session_inserts_during_a_merge_is_upserted_all_the_same() {
+    let pg = Postgres::start().unwrap();
+    let mut sink = sink(&pg);
+    let schema = simple_schema_with("races", DataType::Int { bytes: 2, unsigned: false });
+    sink.prepare(&schema, &TableRef::new("app", "races"), true).await.unwrap();
+    sink.set_copy_min_rows(64);
+    let rows: Vec<Row> = (1..=100).map(|id| num_row(id, 1, "sink", id as i64)).collect();
+    // Another session inserts key (50, 1) and commits only once the sink's MERGE waits on it: MERGE did not
+    // see the row when it probed the key, and its insert then fails on the primary key.
+    let other = Pg::new(config(&pg)).unwrap().connect().await.unwrap();
+    other.batch_execute("BEGIN; INSERT INTO app.races VALUES (50, 1, 'other', -1)").await.unwrap();
+    let commit_when_waited_on = async {
+        let waiting =
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'MERGE%'";
+        for _ in 0..200 {
+            if other.query_one(waiting, &[]).await.unwrap().get::<_, i64>(0) > 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        other.batch_execute("COMMIT").await.unwrap();
+    };
+    let batch: Vec<ChangeEvent> = rows.iter().map(|r| insert(&schema, r.clone())).collect();
+    let (written, ()) = tokio::join!(sink.write(&batch), commit_when_waited_on);
+    written.unwrap();
+    // The batch was applied again with ON CONFLICT, over the other session's row.
+    let counts = sink.counts();
+    assert_eq!((counts.staged_rows, counts.merged_rows), (100, 0), "{counts:?}");
+    let want: Vec<Vec<Option<String>>> = (1..=100)
+        .map(|id| vec![Some(id.to_string()), Some("1".into()), Some("sink".into()), Some(id.to_string())])
+        .collect();
+    assert_eq!(state(&pg, "races"), want);
+
+    // Later batches merge again.
+    let rows: Vec<Row> = (101..=200).map(|id| num_row(id, 2, "sink", id as i64)).collect();
+    sink.write(&rows.iter().map(|r| insert(&schema, r.clone())).collect::<Vec<_>>()).await.unwrap();
+    assert_eq!(sink.counts().merged_rows, 100);
 }
 
 #[tokio::test]

@@ -18,7 +18,9 @@
 //!   probe per row (the planner is told to use a nested loop: it knows nothing of the staging table's size
 //!   and would otherwise be free to read the whole target). Otherwise it is `INSERT ... SELECT ... ON
 //!   CONFLICT (key) DO UPDATE`, which finds each existing row by a speculative insertion, locks it, then
-//!   updates it: 8 % more time per statement for 2,300 and 8,192 random keys of a 1,000,000-row table.
+//!   updates it: 8 % more time per statement for 2,300 and 8,192 random keys of a 1,000,000-row table. A
+//!   `MERGE` that fails because another session inserted one of its keys meanwhile is applied again with
+//!   `ON CONFLICT`.
 //! - The initial load (batches of snapshot reads only) is copied straight into the target table; when a
 //!   resumed load resends rows the target already holds, the `COPY` fails on the primary key, is rolled back
 //!   to a savepoint and the same rows are upserted through the staging table instead. Rows of a PostgreSQL
@@ -195,6 +197,8 @@ struct Conn {
     statements: HashMap<String, Statement>,
     /// Staging tables created on it.
     staged: HashSet<String>,
+    /// The last `MERGE` on it failed on a unique key (a row inserted meanwhile by another session).
+    merge_raced: bool,
 }
 
 impl Conn {
@@ -205,7 +209,8 @@ impl Conn {
             .await
             .map_err(|e| classify(pg.config(), e, "read the server version"))?
             .get::<_, i32>(0);
-        Ok((Conn { client, statements: HashMap::new(), staged: HashSet::new() }, version as u32))
+        let conn = Conn { client, statements: HashMap::new(), staged: HashSet::new(), merge_raced: false };
+        Ok((conn, version as u32))
     }
 }
 
@@ -363,8 +368,9 @@ impl PgSink {
         })
     }
 
-    /// Encodes a reduced batch into steps, in the order they must run.
-    fn steps(&mut self, reduced: &Reduced, load: bool) -> Result<Vec<Step>> {
+    /// Encodes a reduced batch into steps, in the order they must run; with `merge` false, staged upserts
+    /// use `ON CONFLICT` even where the plan would merge them.
+    fn steps(&mut self, reduced: &Reduced, load: bool, merge: bool) -> Result<Vec<Step>> {
         let mut steps = Vec::new();
         for Group { table, schema, rows } in &reduced.patches {
             let plan = self.plan(table, schema)?;
@@ -389,7 +395,8 @@ impl PgSink {
             // While the key of a table is deferred (initial load only), rows are plain inserts.
             let keyless = load && self.targets.get(table).is_some_and(|t| t.shape.primary_key.is_empty());
             let copy = rows.len() >= self.copy_min_rows;
-            steps.extend(upsert_steps(&plan, &target, rows, copy, load, keyless)?);
+            let merge = merge && plan.merge;
+            steps.extend(upsert_steps(&plan, &target, rows, copy, load, keyless, merge)?);
         }
         Ok(steps)
     }
@@ -410,7 +417,7 @@ impl PgSink {
         // Patches are rare and may move a row to a key another part writes: those batches stay whole.
         let reduced = if !load && reduced.patches.is_empty() && rows >= self.parallel_min_rows {
             let parts = split(reduced);
-            let steps = [self.steps(&parts[0], false)?, self.steps(&parts[1], false)?];
+            let steps = [self.steps(&parts[0], false, true)?, self.steps(&parts[1], false, true)?];
             match self.apply_parallel(steps).await {
                 Ok(()) => return Ok(()),
                 Err(e) => {
@@ -426,11 +433,24 @@ impl PgSink {
         } else {
             reduced
         };
-        let steps = self.steps(&reduced, load)?;
         let cfg = self.pg.config().clone();
+        let steps = self.steps(&reduced, load, true)?;
         let conn = self.conn(0).await?;
         let mut counts = WriteCounts::default();
-        apply(&cfg, conn, steps, &mut counts).await?;
+        let mut result = apply(&cfg, conn, steps, &mut counts).await;
+        if result.is_err() && std::mem::take(&mut conn.merge_raced) {
+            // Another session inserted a key between MERGE's probe and its insert. ON CONFLICT settles
+            // that case, and fails the same way when the violated key is another one.
+            tracing::debug!(
+                "a key was inserted by another session during MERGE; applying the batch with ON CONFLICT"
+            );
+            self.drop_connection();
+            let steps = self.steps(&reduced, load, false)?;
+            let conn = self.conn(0).await?;
+            counts = WriteCounts::default();
+            result = apply(&cfg, conn, steps, &mut counts).await;
+        }
+        result?;
         self.counts.add(counts);
         Ok(())
     }
@@ -497,10 +517,10 @@ async fn apply(
     steps: Vec<Step>,
     counts: &mut WriteCounts,
 ) -> Result<()> {
-    let Conn { client, statements, staged } = conn;
+    let Conn { client, statements, staged, merge_raced } = conn;
     let mut tx = client.transaction().await.map_err(|e| classify(cfg, e, "begin"))?;
     for step in steps {
-        run(cfg, &mut tx, statements, staged, step, counts).await?;
+        run(cfg, &mut tx, statements, staged, merge_raced, step, counts).await?;
     }
     tx.commit().await.map_err(|e| classify(cfg, e, "commit"))
 }
@@ -525,6 +545,7 @@ async fn run(
     tx: &mut Transaction<'_>,
     statements: &mut HashMap<String, Statement>,
     staged: &mut HashSet<String>,
+    merge_raced: &mut bool,
     step: Step,
     counts: &mut WriteCounts,
 ) -> Result<()> {
@@ -554,7 +575,7 @@ async fn run(
             futures::future::try_join_all(runs).await?;
             counts.statement_rows += list.iter().map(|s| s.rows as u64).sum::<u64>();
         }
-        Step::Staged(s) => run_staged(cfg, tx, statements, staged, s, counts).await?,
+        Step::Staged(s) => run_staged(cfg, tx, statements, staged, merge_raced, s, counts).await?,
         Step::Direct { copy, staged: s } => {
             let sp = tx.savepoint("idaas_load").await.map_err(|e| classify(cfg, e, "savepoint"))?;
             match send_copy(&sp, &copy, s.data.clone()).await {
@@ -565,7 +586,7 @@ async fn run(
                 Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
                     // A resumed load resent rows the target holds: upsert them instead.
                     sp.rollback().await.map_err(|e| classify(cfg, e, "roll back to savepoint"))?;
-                    run_staged(cfg, tx, statements, staged, s, counts).await?;
+                    run_staged(cfg, tx, statements, staged, merge_raced, s, counts).await?;
                 }
                 Err(e) => return Err(write_error(cfg, e, &s.what)),
             }
@@ -579,6 +600,7 @@ async fn run_staged(
     tx: &Transaction<'_>,
     statements: &mut HashMap<String, Statement>,
     staged: &mut HashSet<String>,
+    merge_raced: &mut bool,
     s: Staged,
     counts: &mut WriteCounts,
 ) -> Result<()> {
@@ -597,7 +619,10 @@ async fn run_staged(
     }
     send_copy(tx, &s.copy, s.data).await.map_err(|e| write_error(cfg, e, &s.what))?;
     let stmt = prepared(cfg, tx, statements, &s.apply, &s.what).await?;
-    tx.execute(&stmt, &[]).await.map_err(|e| write_error(cfg, e, &s.what))?;
+    tx.execute(&stmt, &[]).await.map_err(|e| {
+        *merge_raced = s.merge && e.code() == Some(&SqlState::UNIQUE_VIOLATION);
+        write_error(cfg, e, &s.what)
+    })?;
     counts.staged_rows += s.rows as u64;
     if s.merge {
         counts.merged_rows += s.rows as u64;
@@ -797,7 +822,8 @@ fn on_conflict(plan: &Plan) -> String {
 /// `MERGE INTO target t USING (SELECT ... FROM pg_temp.stage) s ON t.key = s.key WHEN MATCHED THEN UPDATE
 /// ... WHEN NOT MATCHED THEN INSERT ...`: the same upsert as [`on_conflict`] (see the module documentation).
 /// Unlike `ON CONFLICT`, `MERGE` fails on a key that another session inserts between its probe and its
-/// insert; the sink's keys have no other writer (the two parts of a parallel batch hold distinct keys).
+/// insert (the two parts of a parallel batch hold distinct keys, so only a writer outside the pipeline can);
+/// the batch is then applied again with `ON CONFLICT`.
 fn merge_stmt(plan: &Plan, target: &TableRef, stage: &str, order: &str) -> String {
     let select: Vec<String> =
         plan.cols.iter().map(|c| format!("{} AS {}", c.codec.cast(&c.name), c.name)).collect();
@@ -831,6 +857,7 @@ fn upsert_steps(
     copy: bool,
     load: bool,
     keyless: bool,
+    merge: bool,
 ) -> Result<Vec<Step>> {
     let on_conflict = |plan: &Plan| if keyless { String::new() } else { on_conflict(plan) };
     let what = format!("write to {target}");
@@ -849,7 +876,7 @@ fn upsert_steps(
             None => copy_rows(plan, &every, rows.iter().map(|r| &**r))?,
         };
         let stage = stage(plan, &plan.stage, &every);
-        let merge = plan.merge && !keyless;
+        let merge = merge && !keyless;
         let apply = if merge {
             merge_stmt(plan, target, &stage.name, &order)
         } else {
