@@ -13,8 +13,8 @@
 //!
 //! ## Batching
 //! The CDC loop waits for one event, then takes whatever else is already available (up to
-//! [`MAX_BATCH_EVENTS`]) and writes it in one target transaction: an idle stream never waits, a backlog is
-//! drained in large transactions.
+//! [`MAX_BATCH_ROWS`] rows and [`MAX_BATCH_EVENTS`] events) and writes it in one target transaction: an
+//! idle stream never waits, a backlog is drained in large transactions.
 //!
 //! ## Errors
 //! Transient errors ([`RetryPolicy::Retry`]) restart the run from the last checkpoint with a growing back-off;
@@ -36,8 +36,11 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tracing::{Instrument, info, warn};
 
-/// Most events in one CDC batch.
-pub const MAX_BATCH_EVENTS: usize = 20_000;
+/// Most row events in one CDC batch.
+pub const MAX_BATCH_ROWS: usize = 20_000;
+/// Most events of any kind in one CDC batch: room for [`MAX_BATCH_ROWS`] one-row transactions, a commit
+/// after each row.
+pub const MAX_BATCH_EVENTS: usize = 2 * MAX_BATCH_ROWS;
 /// Rows in the first snapshot chunk; later chunks are sized to about [`SNAPSHOT_CHUNK_BYTES`].
 pub const SNAPSHOT_CHUNK_ROWS: usize = 5_000;
 /// Approximate payload bytes per snapshot chunk (a row in flight costs several times its payload): large
@@ -474,15 +477,18 @@ async fn stream(
         // the new one.
         let mut open = first.op != Op::Ddl;
         pending.push(first);
+        let mut rows_pending = pending.iter().filter(|e| is_row(e)).count();
+        let full = |rows: usize, events: usize| rows >= MAX_BATCH_ROWS || events >= MAX_BATCH_EVENTS;
         // Take everything already buffered. Tokio's cooperative budget would make the channel look empty
         // after 128 receives in one poll and cap every batch there; the drain does not wait, so it runs
         // outside the budget.
         tokio::task::unconstrained(async {
-            while open && pending.len() < MAX_BATCH_EVENTS {
+            while open && !full(rows_pending, pending.len()) {
                 match changes.next().now_or_never() {
                     Some(Some(ev)) => {
                         let ev = ev?;
                         open = ev.op != Op::Ddl;
+                        rows_pending += usize::from(is_row(&ev));
                         pending.push(ev);
                     }
                     Some(None) | None => break,
@@ -493,7 +499,7 @@ async fn stream(
         .await?;
         // Keep source transactions whole in the target: events after the last resume point wait for their
         // commit, unless the batch is full (a transaction larger than a batch is written in parts).
-        let cut = if pending.len() < MAX_BATCH_EVENTS {
+        let cut = if !full(rows_pending, pending.len()) {
             pending
                 .iter()
                 .rposition(|e| matches!(e.op, Op::Commit | Op::Heartbeat | Op::Ddl))
@@ -553,6 +559,11 @@ async fn stream(
             ctx.save(cp)?;
         }
     }
+}
+
+/// True for an event that carries a row (a change or a snapshot read), not a commit, heartbeat or DDL.
+fn is_row(ev: &ChangeEvent) -> bool {
+    matches!(ev.op, Op::Insert | Op::Update | Op::Delete | Op::SnapshotRead)
 }
 
 async fn apply_ddl(

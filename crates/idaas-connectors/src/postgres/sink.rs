@@ -84,10 +84,9 @@ pub const COPY_MIN_ROWS: usize = 1_000;
 
 /// Batches of at least this many rows (after reduction) are split by key over two connections and applied
 /// in parallel, one transaction on each (see the module documentation). A source hands the engine at most
-/// 16,384 events at a time (8,192 one-row transactions): batches near that size come while the target
-/// falls behind.
+/// 16,384 row events at a time: batches near that size come while the target falls behind.
 pub const PARALLEL_MIN_ROWS: usize = 4_096;
-// A full channel of one-row transactions (the batch of a target that falls behind) is split.
+// A full channel (the batch of a target that falls behind) is split.
 const _: () = assert!(PARALLEL_MIN_ROWS <= crate::events::CHANNEL_CAPACITY / 2);
 
 /// Statement sizes (rows per statement), so each connection prepares few statements per table.
