@@ -105,7 +105,7 @@ impl Grouped {
         let full = {
             let mut guard = self.group.lock().unwrap_or_else(|p| p.into_inner());
             let (group, rows) = &mut *guard;
-            *rows += usize::from(ev.before.is_some() || ev.after.is_some());
+            *rows += usize::from(ev.op.is_row());
             group.push(Ok(ev));
             (*rows >= GROUP_EVENTS || group.len() >= GROUP_MAX_EVENTS).then(|| {
                 *rows = 0;

@@ -34,6 +34,14 @@ pub enum Op {
     Commit,
 }
 
+impl Op {
+    /// True for the operations that carry a row (changes and snapshot reads), false for the markers
+    /// (schema changes, heartbeats, transaction boundaries).
+    pub fn is_row(self) -> bool {
+        matches!(self, Op::Insert | Op::Update | Op::Delete | Op::SnapshotRead)
+    }
+}
+
 /// A source's position, opaque to everyone but the source that wrote it.
 ///
 /// Its JSON form is what checkpoints store: MySQL writes `{"file": "...", "pos": N, "gtid": "0-1-42"}`; the

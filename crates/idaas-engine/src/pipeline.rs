@@ -477,7 +477,7 @@ async fn stream(
         // the new one.
         let mut open = first.op != Op::Ddl;
         pending.push(first);
-        let mut rows_pending = pending.iter().filter(|e| is_row(e)).count();
+        let mut rows_pending = pending.iter().filter(|e| e.op.is_row()).count();
         let full = |rows: usize, events: usize| rows >= MAX_BATCH_ROWS || events >= MAX_BATCH_EVENTS;
         // Take everything already buffered. Tokio's cooperative budget would make the channel look empty
         // after 128 receives in one poll and cap every batch there; the drain does not wait, so it runs
@@ -488,7 +488,7 @@ async fn stream(
                     Some(Some(ev)) => {
                         let ev = ev?;
                         open = ev.op != Op::Ddl;
-                        rows_pending += usize::from(is_row(&ev));
+                        rows_pending += usize::from(ev.op.is_row());
                         pending.push(ev);
                     }
                     Some(None) | None => break,
@@ -559,11 +559,6 @@ async fn stream(
             ctx.save(cp)?;
         }
     }
-}
-
-/// True for an event that carries a row (a change or a snapshot read), not a commit, heartbeat or DDL.
-fn is_row(ev: &ChangeEvent) -> bool {
-    matches!(ev.op, Op::Insert | Op::Update | Op::Delete | Op::SnapshotRead)
 }
 
 async fn apply_ddl(

@@ -196,8 +196,6 @@ struct Conn {
     statements: HashMap<String, Statement>,
     /// Staging tables created on it.
     staged: HashSet<String>,
-    /// The last `MERGE` on it failed on a unique key (a row inserted meanwhile by another session).
-    merge_raced: bool,
 }
 
 impl Conn {
@@ -208,8 +206,7 @@ impl Conn {
             .await
             .map_err(|e| classify(pg.config(), e, "read the server version"))?
             .get::<_, i32>(0);
-        let conn = Conn { client, statements: HashMap::new(), staged: HashSet::new(), merge_raced: false };
-        Ok((conn, version as u32))
+        Ok((Conn { client, statements: HashMap::new(), staged: HashSet::new() }, version as u32))
     }
 }
 
@@ -407,10 +404,7 @@ impl PgSink {
         }
         // Plans depend on the server's version, which the first connection reads.
         self.conn(0).await?;
-        let load = events
-            .iter()
-            .filter(|e| matches!(e.op, Op::Insert | Op::Update | Op::Delete | Op::SnapshotRead))
-            .all(|e| e.op == Op::SnapshotRead);
+        let load = events.iter().filter(|e| e.op.is_row()).all(|e| e.op == Op::SnapshotRead);
         let rows = reduced.deletes.iter().map(|g| g.rows.len()).sum::<usize>()
             + reduced.upserts.iter().map(|g| g.rows.len()).sum::<usize>();
         // Patches are rare and may move a row to a key another part writes: those batches stay whole.
@@ -434,10 +428,14 @@ impl PgSink {
         };
         let cfg = self.pg.config().clone();
         let steps = self.steps(&reduced, load, true)?;
+        let merging = steps.iter().any(|s| match s {
+            Step::Staged(s) | Step::Direct { staged: s, .. } => s.merge,
+            _ => false,
+        });
         let conn = self.conn(0).await?;
         let mut counts = WriteCounts::default();
         let mut result = apply(&cfg, conn, steps, &mut counts).await;
-        if result.is_err() && std::mem::take(&mut conn.merge_raced) {
+        if merging && result.as_ref().is_err_and(unique_violation) {
             // Another session inserted a key between MERGE's probe and its insert. ON CONFLICT settles
             // that case, and fails the same way when the violated key is another one.
             tracing::debug!(
@@ -516,10 +514,10 @@ async fn apply(
     steps: Vec<Step>,
     counts: &mut WriteCounts,
 ) -> Result<()> {
-    let Conn { client, statements, staged, merge_raced } = conn;
+    let Conn { client, statements, staged } = conn;
     let mut tx = client.transaction().await.map_err(|e| classify(cfg, e, "begin"))?;
     for step in steps {
-        run(cfg, &mut tx, statements, staged, merge_raced, step, counts).await?;
+        run(cfg, &mut tx, statements, staged, step, counts).await?;
     }
     tx.commit().await.map_err(|e| classify(cfg, e, "commit"))
 }
@@ -544,7 +542,6 @@ async fn run(
     tx: &mut Transaction<'_>,
     statements: &mut HashMap<String, Statement>,
     staged: &mut HashSet<String>,
-    merge_raced: &mut bool,
     step: Step,
     counts: &mut WriteCounts,
 ) -> Result<()> {
@@ -574,7 +571,7 @@ async fn run(
             futures::future::try_join_all(runs).await?;
             counts.statement_rows += list.iter().map(|s| s.rows as u64).sum::<u64>();
         }
-        Step::Staged(s) => run_staged(cfg, tx, statements, staged, merge_raced, s, counts).await?,
+        Step::Staged(s) => run_staged(cfg, tx, statements, staged, s, counts).await?,
         Step::Direct { copy, staged: s } => {
             let sp = tx.savepoint("idaas_load").await.map_err(|e| classify(cfg, e, "savepoint"))?;
             match send_copy(&sp, &copy, s.data.clone()).await {
@@ -585,7 +582,7 @@ async fn run(
                 Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
                     // A resumed load resent rows the target holds: upsert them instead.
                     sp.rollback().await.map_err(|e| classify(cfg, e, "roll back to savepoint"))?;
-                    run_staged(cfg, tx, statements, staged, merge_raced, s, counts).await?;
+                    run_staged(cfg, tx, statements, staged, s, counts).await?;
                 }
                 Err(e) => return Err(write_error(cfg, e, &s.what)),
             }
@@ -599,7 +596,6 @@ async fn run_staged(
     tx: &Transaction<'_>,
     statements: &mut HashMap<String, Statement>,
     staged: &mut HashSet<String>,
-    merge_raced: &mut bool,
     s: Staged,
     counts: &mut WriteCounts,
 ) -> Result<()> {
@@ -618,10 +614,7 @@ async fn run_staged(
     }
     send_copy(tx, &s.copy, s.data).await.map_err(|e| write_error(cfg, e, &s.what))?;
     let stmt = prepared(cfg, tx, statements, &s.apply, &s.what).await?;
-    tx.execute(&stmt, &[]).await.map_err(|e| {
-        *merge_raced = s.merge && e.code() == Some(&SqlState::UNIQUE_VIOLATION);
-        write_error(cfg, e, &s.what)
-    })?;
+    tx.execute(&stmt, &[]).await.map_err(|e| write_error(cfg, e, &s.what))?;
     counts.staged_rows += s.rows as u64;
     if s.merge {
         counts.merged_rows += s.rows as u64;
@@ -644,6 +637,18 @@ async fn send_copy(
     }
     sink.finish().await?;
     Ok(())
+}
+
+/// True when the server refused a write because a row with the same unique key exists.
+fn unique_violation(e: &Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(c) = cause {
+        if let Some(pg) = c.downcast_ref::<tokio_postgres::Error>() {
+            return pg.code() == Some(&SqlState::UNIQUE_VIOLATION);
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// Classifies a write error; values the target refuses (class 22) are [`ErrorKind::Unsupported`] and
